@@ -1,0 +1,150 @@
+"""The Typer application object, the terminal (rich) and the error -> exit-code policy.
+
+Only the CLI layer prints or exits. Every command body runs inside `guarded()`, which turns
+`InputError` into one line on stderr with exit 2, `LolnerfError` into one line with exit 1, and any
+other exception into one line with exit 1 (the traceback only with --debug)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+from . import progress as _progress
+from .errors import InputError, LolnerfError
+
+app = typer.Typer(
+    name="lolnerf",
+    help="Learn a 3D generative model of an object class from single-view photos (LOLNeRF).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+STATE = {"debug": bool(os.environ.get("LOLNERF_DEBUG"))}
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Decorator for command bodies: the project's error policy in one place."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except InputError as exc:
+            if STATE["debug"]:
+                err_console.print_exception()
+            fail(_escape(str(exc)), 2)
+        except LolnerfError as exc:
+            if STATE["debug"]:
+                err_console.print_exception()
+            fail(_escape(str(exc)), exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted.")
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("out of memory; try a smaller --resolution, preset or batch.", 1)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a bare traceback
+            if STATE["debug"]:
+                err_console.print_exception()
+                raise typer.Exit(1)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            fail(_escape(f"internal error ({type(exc).__name__}: {first}); run again with --debug for details"), 1)
+
+    return wrapper
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class _RichTask(_progress.Task):
+    def __init__(self, bar: RichProgress, task_id):
+        self.bar, self.id = bar, task_id
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.bar.update(self.id, advance=n, info=_fmt(fields) if fields else None) if fields else \
+            self.bar.advance(self.id, n)
+
+    def update(self, **fields) -> None:
+        self.bar.update(self.id, info=_fmt(fields))
+
+
+def _fmt(fields: dict) -> str:
+    parts = []
+    for k, v in fields.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+        parts.append(f"{k} {v}")
+    return "  ".join(parts)
+
+
+class RichProgressReporter(_progress.Progress):
+    """Rich progress bars on stderr; quiet (log lines only) when stderr is not a terminal."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or err_console
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[_progress.Task]:
+        columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        with RichProgress(*columns, console=self.console, transient=False,
+                          disable=not self.console.is_terminal) as bar:
+            tid = bar.add_task(description, total=total, info="")
+            t0 = time.time()
+            yield _RichTask(bar, tid)
+        if not self.console.is_terminal:
+            self.console.print(f"{description}: done in {time.time() - t0:.1f} s")
+
+    def log(self, message: str) -> None:
+        self.console.print(message)
+
+
+def reporter() -> RichProgressReporter:
+    return RichProgressReporter()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    """lolnerf: a LOLNeRF toolkit (GLO latents + a latent-conditioned NeRF, cameras from landmarks)."""
+    STATE["debug"] = STATE["debug"] or debug
+    if version:
+        from . import __version__
+
+        console.print(f"lolnerf {__version__}")
+        raise typer.Exit(0)
+
+
+def not_yet(capability: str) -> None:
+    raise LolnerfError(f"{capability} is not available in this version yet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from . import commands  # noqa: F401 - registers every subcommand
+
+    app(args=argv, prog_name="lolnerf")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

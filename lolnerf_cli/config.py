@@ -1,0 +1,146 @@
+"""Dataclass configurations and named presets. `RUN/config.json` is a dump of `Config`.
+
+Every number that shapes a model, a renderer or a training run lives here, nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    """The latent-conditioned foreground NeRF and the background model."""
+
+    latent_dim: int = 64          # D: width of one latent row z_k
+    width: int = 128              # hidden units per layer of the foreground MLP
+    depth: int = 6                # hidden layers of the foreground MLP
+    skips: tuple[int, ...] = (3,)  # hidden layers whose input is re-joined with [enc(x), z]
+    pos_freqs: int = 6            # positional-encoding octaves of x (NeRF: 10)
+    bg_width: int = 64            # background MLP width
+    bg_depth: int = 2             # background MLP hidden layers
+    dir_freqs: int = 4            # positional-encoding octaves of the ray direction (background)
+    density_bias: float = -1.0    # added before the softplus, so an untrained field starts nearly empty
+    scene_radius: float = 1.0     # the object fits inside this sphere (SPEC object frame)
+
+
+@dataclass
+class RenderConfig:
+    n_coarse: int = 32            # stratified samples per ray
+    n_fine: int = 32              # importance samples per ray (same network)
+    chunk: int = 8192             # rays per forward pass when rendering whole images
+    near_min: float = 0.05        # never start a ray closer than this to its camera
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    images_per_step: int = 64     # B: images drawn per step
+    pixels_per_image: int = 32    # P: random pixels drawn from each image
+    resolution: int = 64          # training images are cached at this size (square)
+    lr: float = 5e-4              # network learning rate at step 0 ...
+    lr_final: float = 1e-4        # ... decayed exponentially to this at the last step
+    latent_lr: float = 1e-2       # Adam learning rate of the latent table (decays by the same factor)
+    latent_init_std: float = 0.01  # latent rows start as small Gaussian noise
+    rgb_weight: float = 1.0
+    mask_weight: float = 0.1
+    hard_surface_weight: float = 0.1
+    grad_clip: float = 1.0        # max global grad norm of the network
+    max_bad_steps: int = 20       # consecutive non-finite losses before training stops
+    precision: str = "auto"       # auto | bf16 | fp32
+    log_every: int = 50
+    preview_every: int = 1000
+    checkpoint_every: int = 500
+    seed: int = 0
+    min_landmark_rmse_excluded: bool = True  # frames flagged by fit-cameras are left out
+
+
+@dataclass
+class Config:
+    preset: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def model_hash(self) -> str:
+        """Short hash of everything that shapes the network (not of training settings)."""
+        blob = json.dumps(asdict(self.model), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _preset_tiny() -> Config:
+    return Config(
+        preset="tiny",
+        model=ModelConfig(latent_dim=16, width=32, depth=3, skips=(), pos_freqs=4, bg_width=16, bg_depth=1),
+        render=RenderConfig(n_coarse=12, n_fine=12, chunk=4096),
+        train=TrainConfig(steps=50, images_per_step=8, pixels_per_image=16, resolution=32, log_every=10,
+                          preview_every=50, checkpoint_every=25, latent_lr=1e-2),
+    )
+
+
+def _preset_cpu() -> Config:
+    return Config(preset="cpu")
+
+
+def _preset_paper() -> Config:
+    return Config(
+        preset="paper",
+        model=ModelConfig(latent_dim=256, width=256, depth=8, skips=(4,), pos_freqs=10, bg_width=128, bg_depth=2),
+        render=RenderConfig(n_coarse=64, n_fine=64, chunk=8192),
+        train=TrainConfig(steps=500000, images_per_step=64, pixels_per_image=32, resolution=128,
+                          preview_every=5000, checkpoint_every=2000, log_every=100),
+    )
+
+
+def _preset_paper_hires() -> Config:
+    cfg = _preset_paper()
+    cfg.preset = "paper-hires"
+    cfg.model.width = 1024
+    cfg.model.latent_dim = 2048
+    cfg.train.resolution = 256
+    return cfg
+
+
+PRESETS = {"tiny": _preset_tiny, "cpu": _preset_cpu, "paper": _preset_paper, "paper-hires": _preset_paper_hires}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise InputError("--preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def _fill(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise InputError(where, f"section must be a JSON object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise InputError(where, f"unknown configuration key '{key}'")
+        if key == "skips":
+            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
+                raise InputError(where, "'skips' must be a list of integers")
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Any, where: str = "config.json") -> Config:
+    if not isinstance(data, dict):
+        raise InputError(where, "configuration must be a JSON object")
+    return Config(
+        preset=str(data.get("preset", "custom")),
+        model=_fill(ModelConfig, data.get("model", {}), where),
+        render=_fill(RenderConfig, data.get("render", {}), where),
+        train=_fill(TrainConfig, data.get("train", {}), where),
+    )

@@ -1,0 +1,466 @@
+"""Read, validate and write every artifact of SPEC.md in one place.
+
+Readers raise `InputError(path, reason)` for anything malformed; writers are atomic (temporary file in
+the same folder, fsync, then rename) so a crash never leaves a half-written artifact behind.
+Tensors are stored as safetensors and everything else as JSON: nothing that loads may execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import InputError
+
+FACE5_NAMES = ["eye_left", "eye_right", "nose_tip", "mouth_left", "mouth_right"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------------------- atomic I/O
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(path.parent, f"cannot write here ({exc.strerror or exc})") from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise InputError(path, f"could not be written ({exc.strerror or exc})") from exc
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, f"{what} is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(path, f"{what} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InputError(path, f"{what} is not valid JSON ({exc})") from None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Atomically save a dict of torch tensors (contiguous, CPU) as safetensors."""
+    from safetensors.torch import save
+
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    atomic_write_bytes(path, save(clean, metadata=meta))
+
+
+def load_safetensors(path: str | Path, what: str = "tensor file") -> tuple[dict, dict[str, str]]:
+    """Load every tensor of a safetensors file (CPU) plus its string metadata."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = dict(fh.metadata() or {})
+            for key in fh.keys():
+                tensors[key] = fh.get_tensor(key)
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise InputError(path, f"{what} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
+    return tensors, meta
+
+
+# ----------------------------------------------------------------------------------------- validation
+def _req(obj: Any, key: str, kind, path: Path, where: str):
+    if not isinstance(obj, dict) or key not in obj:
+        raise InputError(path, f"{where} is missing '{key}'")
+    value = obj[key]
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(path, f"{where} '{key}' must be a finite number, got {value!r}"[:200])
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(path, f"{where} '{key}' must be a positive integer, got {value!r}"[:200])
+        return value
+    if not isinstance(value, kind):
+        raise InputError(path, f"{where} '{key}' must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _matrix(value: Any, rows: int, cols: int, path: Path, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{where} must be a {rows}x{cols} array of numbers") from None
+    if arr.ndim != 2 or arr.shape[1] != cols or (rows > 0 and arr.shape[0] != rows):
+        want = f"{rows}x{cols}" if rows > 0 else f"Nx{cols}"
+        raise InputError(path, f"{where} must be a {want} array of numbers, got shape {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise InputError(path, f"{where} contains NaN or infinite values")
+    return arr
+
+
+def safe_relpath(root: Path, rel: Any, path: Path, where: str) -> str:
+    """Check that a file path from a JSON file stays inside the dataset folder `root`."""
+    if not isinstance(rel, str) or not rel:
+        raise InputError(path, f"{where} 'file_path' must be a non-empty string")
+    if os.path.isabs(rel) or "\\" in rel:
+        raise InputError(path, f"{where} file_path '{rel}' must be relative to the dataset folder")
+    full = (root / rel).resolve()
+    if not full.is_relative_to(root.resolve()):
+        raise InputError(path, f"{where} file_path '{rel}' points outside the dataset folder")
+    return rel
+
+
+def _names(obj: dict, path: Path, n_min: int) -> list[str]:
+    names = _req(obj, "names", list, path, "file")
+    if len(names) < n_min or not all(isinstance(n, str) and n for n in names):
+        raise InputError(path, f"'names' must list at least {n_min} point names")
+    if len(set(names)) != len(names):
+        raise InputError(path, "'names' has duplicates")
+    return names
+
+
+# ----------------------------------------------------------------------------------------- landmarks
+@dataclass
+class LandmarkFrame:
+    file_path: str
+    w: int
+    h: int
+    points: np.ndarray          # [N, 2] pixel coordinates (u right, v down, centres at i + 0.5)
+    confidence: float = 1.0
+
+
+@dataclass
+class Landmarks:
+    scheme: str
+    names: list[str]
+    frames: list[LandmarkFrame] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "scheme": self.scheme,
+            "names": list(self.names),
+            "frames": [
+                {"file_path": f.file_path, "w": int(f.w), "h": int(f.h),
+                 "points": [[round(float(u), 3), round(float(v), 3)] for u, v in f.points],
+                 "confidence": round(float(f.confidence), 4)}
+                for f in self.frames
+            ],
+            "failed": list(self.failed),
+        }
+
+
+def read_landmarks(path: str | Path, data_root: str | Path | None = None) -> Landmarks:
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    obj = read_json(path, "landmarks file")
+    if not isinstance(obj, dict):
+        raise InputError(path, "landmarks file must hold a JSON object")
+    scheme = _req(obj, "scheme", str, path, "file")
+    names = _names(obj, path, 4)
+    frames_in = _req(obj, "frames", list, path, "file")
+    frames = []
+    for i, fr in enumerate(frames_in):
+        where = f"frame {i}"
+        if not isinstance(fr, dict):
+            raise InputError(path, f"{where} must be a JSON object")
+        rel = safe_relpath(root, fr.get("file_path"), path, where)
+        w = _req(fr, "w", int, path, where)
+        h = _req(fr, "h", int, path, where)
+        pts = _matrix(fr.get("points"), len(names), 2, path, f"{where} 'points'")
+        conf = float(_req(fr, "confidence", float, path, where)) if "confidence" in fr else 1.0
+        frames.append(LandmarkFrame(rel, w, h, pts, conf))
+    failed = obj.get("failed", [])
+    if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
+        raise InputError(path, "'failed' must be a list of objects")
+    return Landmarks(scheme, names, frames, failed)
+
+
+def write_landmarks(path: str | Path, lm: Landmarks) -> None:
+    write_json(path, lm.to_json())
+
+
+# ----------------------------------------------------------------------------------------- keypoints
+@dataclass
+class Keypoints:
+    scheme: str
+    names: list[str]
+    points: np.ndarray          # [N, 3] in the object frame
+
+    def to_json(self) -> dict:
+        return {"scheme": self.scheme, "names": list(self.names),
+                "points": [[round(float(c), 6) for c in p] for p in self.points]}
+
+
+def read_keypoints(path: str | Path) -> Keypoints:
+    path = Path(path)
+    obj = read_json(path, "keypoints file")
+    if not isinstance(obj, dict):
+        raise InputError(path, "keypoints file must hold a JSON object")
+    scheme = _req(obj, "scheme", str, path, "file")
+    names = _names(obj, path, 4)
+    pts = _matrix(obj.get("points"), len(names), 3, path, "'points'")
+    return Keypoints(scheme, names, pts)
+
+
+def write_keypoints(path: str | Path, kp: Keypoints) -> None:
+    write_json(path, kp.to_json())
+
+
+# ----------------------------------------------------------------------------------------- transforms
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+@dataclass
+class Frame:
+    file_path: str
+    c2w: np.ndarray             # [4, 4] camera-to-world, OpenGL axes
+    fl_x: float
+    fl_y: float
+    cx: float
+    cy: float
+    w: int
+    h: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Transforms:
+    frames: list[Frame]
+    extra: dict = field(default_factory=dict)   # other top-level keys, kept on rewrite
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = dict(self.extra)
+        if self.frames:
+            f0 = self.frames[0]
+            shared = {k: getattr(f0, k) for k in INTRINSIC_KEYS}
+            for k in INTRINSIC_KEYS:
+                if any(getattr(f, k) != shared[k] for f in self.frames):
+                    shared.pop(k)
+            for k, v in shared.items():
+                out[k] = int(v) if k in ("w", "h") else float(v)
+        else:
+            shared = {}
+        frames = []
+        for f in self.frames:
+            item: dict[str, Any] = {"file_path": f.file_path,
+                                    "transform_matrix": [[float(c) for c in row] for row in f.c2w]}
+            for k in INTRINSIC_KEYS:
+                if k not in shared:
+                    item[k] = int(getattr(f, k)) if k in ("w", "h") else float(getattr(f, k))
+            item.update(f.extra)
+            frames.append(item)
+        out["frames"] = frames
+        return out
+
+    def by_stem(self) -> dict[str, Frame]:
+        return {Path(f.file_path).stem: f for f in self.frames}
+
+
+def read_transforms(path: str | Path, data_root: str | Path | None = None) -> Transforms:
+    path = Path(path)
+    root = Path(data_root) if data_root is not None else path.parent
+    obj = read_json(path, "transforms file")
+    if not isinstance(obj, dict):
+        raise InputError(path, "transforms file must hold a JSON object")
+    frames_in = _req(obj, "frames", list, path, "file")
+    top = {k: obj[k] for k in INTRINSIC_KEYS if k in obj}
+    frames = []
+    for i, fr in enumerate(frames_in):
+        where = f"frame {i}"
+        if not isinstance(fr, dict):
+            raise InputError(path, f"{where} must be a JSON object")
+        rel = safe_relpath(root, fr.get("file_path"), path, where)
+        c2w = _matrix(fr.get("transform_matrix"), 4, 4, path, f"{where} 'transform_matrix'")
+        merged = {**top, **{k: fr[k] for k in INTRINSIC_KEYS if k in fr}}
+        intr = {}
+        for k in INTRINSIC_KEYS:
+            if k not in merged:
+                raise InputError(path, f"{where} has no '{k}' (neither per frame nor at the top level)")
+            intr[k] = _req(merged, k, int if k in ("w", "h") else float, path, where)
+        if intr["fl_x"] <= 0 or intr["fl_y"] <= 0:
+            raise InputError(path, f"{where} focal length must be positive")
+        rot = c2w[:3, :3]
+        if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-3):
+            raise InputError(path, f"{where} 'transform_matrix' rotation is not orthonormal")
+        extra = {k: v for k, v in fr.items() if k not in ("file_path", "transform_matrix", *INTRINSIC_KEYS)}
+        frames.append(Frame(rel, c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], extra))
+    extra = {k: v for k, v in obj.items() if k not in ("frames", *INTRINSIC_KEYS)}
+    return Transforms(frames, extra)
+
+
+def write_transforms(path: str | Path, tf: Transforms) -> None:
+    write_json(path, tf.to_json())
+
+
+# ----------------------------------------------------------------------------------------- dataset folder
+@dataclass
+class DatasetPaths:
+    root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "masks"
+
+    @property
+    def landmarks(self) -> Path:
+        return self.root / "landmarks.json"
+
+    @property
+    def transforms(self) -> Path:
+        return self.root / "transforms.json"
+
+    @property
+    def keypoints(self) -> Path:
+        return self.root / "keypoints.json"
+
+    def mask_for(self, file_path: str) -> Path:
+        return self.masks / (Path(file_path).stem + ".png")
+
+
+def dataset(root: str | Path, must_exist: bool = True) -> DatasetPaths:
+    root = Path(root)
+    if must_exist and not root.is_dir():
+        raise InputError(root, "dataset folder not found")
+    return DatasetPaths(root)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(folder, "contains no .png or .jpg images")
+    return files
+
+
+# ----------------------------------------------------------------------------------------- run folder
+@dataclass
+class RunPaths:
+    root: Path
+
+    config = property(lambda self: self.root / "config.json")
+    model = property(lambda self: self.root / "model.safetensors")
+    trainer = property(lambda self: self.root / "trainer.safetensors")
+    trainer_json = property(lambda self: self.root / "trainer.json")
+    keypoints = property(lambda self: self.root / "keypoints.json")
+    images = property(lambda self: self.root / "images.json")
+    log = property(lambda self: self.root / "log.jsonl")
+    previews = property(lambda self: self.root / "previews")
+
+
+def run_folder(root: str | Path, must_exist: bool = True) -> RunPaths:
+    run = RunPaths(Path(root))
+    if must_exist:
+        if not run.root.is_dir():
+            raise InputError(run.root, "run folder not found (train a model with `lolnerf train DATA --out RUN`)")
+        for p in (run.config, run.model):
+            if not p.is_file():
+                raise InputError(p, "missing from the run folder; is this a folder written by `lolnerf train`?")
+    return run
+
+
+def append_log(path: str | Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, allow_nan=True) + "\n")
+        fh.flush()
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Log records; a torn last line (killed mid-write) is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def read_images_json(path: str | Path) -> list[str]:
+    path = Path(path)
+    obj = read_json(path, "image list")
+    files = obj.get("images") if isinstance(obj, dict) else None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise InputError(path, "must hold {\"images\": [file paths in latent-table order]}")
+    return files
+
+
+def write_images_json(path: str | Path, files: Iterable[str], dataset_root: str | Path) -> None:
+    write_json(path, {"dataset": str(Path(dataset_root).resolve()), "images": list(files)})
+
+
+# ----------------------------------------------------------------------------------------- latent files
+def save_latents(path: str | Path, latents, model_hash: str, sources: list[str], extra: dict | None = None) -> None:
+    """A latent file: tensor `latents` [N, D] plus metadata naming the model and each row's source."""
+    if latents.ndim != 2 or latents.shape[0] != len(sources):
+        raise ValueError("latents must be [N, D] with one source per row")
+    meta = {"format": "lolnerf-latents", "model_hash": model_hash, "sources": json.dumps(sources)}
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    save_safetensors(path, {"latents": latents.float()}, meta)
+
+
+def load_latents(path: str | Path, model_hash: str | None = None, latent_dim: int | None = None):
+    """Returns (latents [N, D] float32 tensor, sources list, metadata). Checks it belongs to the model."""
+    path = Path(path)
+    tensors, meta = load_safetensors(path, "latent file")
+    if "latents" not in tensors:
+        raise InputError(path, "latent file has no tensor named 'latents'")
+    z = tensors["latents"]
+    if z.ndim != 2:
+        raise InputError(path, f"'latents' must be 2-D [N, D], got shape {list(z.shape)}")
+    if not z.dtype.is_floating_point or not bool(z.isfinite().all()):
+        raise InputError(path, "'latents' must hold finite floating-point values")
+    if latent_dim is not None and z.shape[1] != latent_dim:
+        raise InputError(path, f"latents have {z.shape[1]} dimensions but the model expects {latent_dim}; "
+                               "it was made for a different model")
+    if model_hash is not None and meta.get("model_hash") not in (None, model_hash):
+        raise InputError(path, f"latent file was made for model {meta.get('model_hash')}, not {model_hash}")
+    try:
+        sources = json.loads(meta.get("sources", "[]"))
+    except json.JSONDecodeError:
+        sources = []
+    if not isinstance(sources, list) or len(sources) != z.shape[0]:
+        sources = [f"{path.name}#{i}" for i in range(z.shape[0])]
+    return z.float(), sources, meta
