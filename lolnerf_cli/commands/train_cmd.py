@@ -3,7 +3,7 @@ from typing import Optional
 
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("train")
@@ -13,7 +13,28 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     preset: str = typer.Option("cpu", "--preset", help="Configuration preset: tiny, cpu, paper, paper-hires."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps (default: the preset's)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN's last checkpoint (exactly: same step, optimiser state and RNG)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Training image size in pixels (default: the preset's)."),
+    images_per_step: Optional[int] = typer.Option(None, "--images-per-step", min=1, help="Images drawn per step (B)."),
+    pixels_per_image: Optional[int] = typer.Option(None, "--pixels-per-image", min=1, help="Random pixels per image per step."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16 or fp32."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    preview_every: Optional[int] = typer.Option(None, "--preview-every", min=0, help="Steps between preview images (0: only at the end)."),
 ):
-    """Train the latent table and the latent-conditioned NeRF."""
-    not_yet("lolnerf train")
+    """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
+    from ..train import train as run_training
+
+    summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
+                           images_per_step=images_per_step, pixels_per_image=pixels_per_image, precision=precision,
+                           seed=seed, checkpoint_every=checkpoint_every, preview_every=preview_every)
+    last = summary["last"] or {}
+    if summary.get("excluded"):
+        console.print(f"[yellow]{len(summary['excluded'])} image(s) left out[/] (see {out}/excluded.json)")
+    if last:
+        console.print(f"step {summary['step']}: loss {last['loss']:.5f}  psnr {last['psnr']:.2f} dB  "
+                      f"{last['samples_per_s']:,.0f} samples/s on {summary['device']} ({summary['precision']})")
+    if summary["bad_steps"]:
+        console.print(f"[yellow]{summary['bad_steps']} step(s) skipped for a non-finite loss[/]")
+    console.print(f"model: {out}/model.safetensors   previews: {out}/previews/latest.png   log: {out}/log.jsonl")

@@ -1,0 +1,146 @@
+"""Volume rendering: bounded stratified + importance sampling with one network, compositing, chunking.
+
+Shapes: R rays, S samples per ray, D latent width. Ray directions have camera-space z = -1 (see
+cameras.py), so the distance parameter t of a sample is its camera-space z-depth."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cameras import Camera, sphere_bounds
+from .config import RenderConfig
+from .device import autocast
+from .progress import Progress, or_silent
+
+
+@dataclass
+class RenderOut:
+    rgb: torch.Tensor        # [R, 3] final colour (foreground composited over background)
+    alpha: torch.Tensor      # [R] foreground opacity = sum of weights
+    depth: torch.Tensor      # [R] expected t (sum w t), not yet divided by alpha
+    weights: torch.Tensor    # [R, S] per-sample rendering weights (for the hard-surface loss)
+    fg_rgb: torch.Tensor     # [R, 3] foreground colour premultiplied by alpha
+    bg_rgb: torch.Tensor     # [R, 3] background colour
+
+
+def _rand(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform noise drawn from `generator` (on its own device, so a CPU generator can drive CUDA work)."""
+    if generator is None:
+        return torch.rand(shape, device=like.device, dtype=like.dtype)
+    return torch.rand(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+def stratified_t(near: torch.Tensor, far: torch.Tensor, n: int, perturb: bool,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """n samples per ray, one per equal bin of [near, far] -> t [R, n] ascending."""
+    r = near.shape[0]
+    offs = _rand((r, n), near, generator) if perturb else torch.full((r, n), 0.5, device=near.device)
+    u = (torch.arange(n, device=near.device, dtype=near.dtype) + offs) / n
+    return near[:, None] + (far - near)[:, None] * u
+
+
+def sample_pdf(edges: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """Inverse-CDF samples from a piecewise-constant pdf. edges [R, B+1], weights [R, B] -> t [R, n]."""
+    w = weights + 1e-5                                              # no empty pdf
+    pdf = w / w.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1).clamp(max=1.0)   # [R, B+1]
+    r = edges.shape[0]
+    if perturb:
+        u = _rand((r, n), edges, generator)
+    else:
+        u = ((torch.arange(n, device=edges.device, dtype=edges.dtype) + 0.5) / n).expand(r, n)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[1] - 1)
+    c0, c1 = cdf.gather(1, idx - 1), cdf.gather(1, idx)
+    e0, e1 = edges.gather(1, idx - 1), edges.gather(1, idx)
+    frac = ((u - c0) / (c1 - c0).clamp_min(1e-8)).clamp(0, 1)
+    return e0 + frac * (e1 - e0)
+
+
+def composite_weights(sigma: torch.Tensor, t: torch.Tensor, far: torch.Tensor, dir_len: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights w_i = T_i (1 - exp(-sigma_i delta_i)). sigma, t [R, S] (t ascending) -> [R, S]."""
+    delta = torch.cat([t[:, 1:] - t[:, :-1], (far[:, None] - t[:, -1:]).clamp_min(0)], dim=-1) * dir_len[:, None]
+    tau = sigma * delta
+    alpha = 1.0 - torch.exp(-tau)
+    # transmittance T_i = exp(-sum_{j<i} tau_j), computed stably with an exclusive cumulative sum
+    trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], -1), -1))
+    return alpha * trans
+
+
+def render_rays(model, origins: torch.Tensor, dirs: torch.Tensor, z: torch.Tensor, rcfg: RenderConfig,
+                perturb: bool = False, precision: str = "fp32", generator: torch.Generator | None = None) -> RenderOut:
+    """Render R rays: origins, dirs [R, 3], one latent per ray z [R, D]."""
+    radius = model.cfg.scene_radius
+    device = origins.device
+    near, far, _ = sphere_bounds(origins, dirs, radius, rcfg.near_min)
+    dir_len = dirs.norm(dim=-1)
+    t_c = stratified_t(near, far, rcfg.n_coarse, perturb, generator)                    # [R, Sc]
+    with autocast(device, precision):
+        sigma_c, rgb_c = model.field(origins[:, None] + dirs[:, None] * t_c[..., None], z)
+    if rcfg.n_fine > 0:
+        with torch.no_grad():
+            w_c = composite_weights(sigma_c.detach(), t_c, far, dir_len)
+            mids = 0.5 * (t_c[:, 1:] + t_c[:, :-1])
+            edges = torch.cat([near[:, None], mids, far[:, None]], -1)                  # [R, Sc+1]
+            t_f = sample_pdf(edges, w_c, rcfg.n_fine, perturb, generator)               # [R, Sf]
+        with autocast(device, precision):
+            sigma_f, rgb_f = model.field(origins[:, None] + dirs[:, None] * t_f[..., None], z)
+        t_all, order = torch.sort(torch.cat([t_c, t_f], -1), dim=-1)
+        sigma = torch.cat([sigma_c, sigma_f], -1).gather(1, order)
+        rgb = torch.cat([rgb_c, rgb_f], 1).gather(1, order[..., None].expand(-1, -1, 3))
+    else:
+        t_all, sigma, rgb = t_c, sigma_c, rgb_c
+    weights = composite_weights(sigma, t_all, far, dir_len)                              # [R, S]
+    alpha = weights.sum(-1)
+    fg = (weights[..., None] * rgb).sum(1)
+    with autocast(device, precision):
+        bg = model.background(dirs, z)
+    out_rgb = fg + (1.0 - alpha)[:, None] * bg
+    return RenderOut(out_rgb, alpha, (weights * t_all).sum(-1), weights, fg, bg)
+
+
+@torch.inference_mode()
+def render_image(model, z: torch.Tensor, camera: Camera, rcfg: RenderConfig, precision: str = "fp32",
+                 chunk: int | None = None, progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Render one latent z [D] through one camera in bounded memory.
+
+    Returns numpy arrays: rgb [H, W, 3] float32 in [0, 1], alpha [H, W], depth [H, W] (camera z-depth =
+    expected depth / alpha, NaN where alpha < 0.5), fg [H, W, 3] (premultiplied foreground)."""
+    device = z.device
+    origins, dirs = camera.rays(device)
+    chunk = chunk or rcfg.chunk
+    n = origins.shape[0]
+    outs = {"rgb": [], "alpha": [], "depth": [], "fg": []}
+    progress = or_silent(progress)
+    steps = math.ceil(n / chunk)
+    with progress.task("rendering", total=steps) if steps > 8 else _nullctx() as task:
+        for s in range(0, n, chunk):
+            zz = z[None].expand(min(chunk, n - s), -1)
+            r = render_rays(model, origins[s:s + chunk], dirs[s:s + chunk], zz, rcfg, False, precision)
+            outs["rgb"].append(r.rgb.float())
+            outs["alpha"].append(r.alpha.float())
+            outs["depth"].append(r.depth.float())
+            outs["fg"].append(r.fg_rgb.float())
+            if task is not None:
+                task.advance()
+    h, w = camera.h, camera.w
+    rgb = torch.cat(outs["rgb"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
+    alpha = torch.cat(outs["alpha"]).reshape(h, w).cpu().numpy()
+    depth_sum = torch.cat(outs["depth"]).reshape(h, w).cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(alpha >= 0.5, depth_sum / np.maximum(alpha, 1e-6), np.nan).astype(np.float32)
+    fg = torch.cat(outs["fg"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
+    return {"rgb": rgb, "alpha": alpha, "depth": depth, "fg": fg}
+
+
+class _nullctx:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
