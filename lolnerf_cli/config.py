@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,7 +70,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A JSON-ready dict (tuples become lists), the inverse of `config_from_dict`."""
+        return json.loads(json.dumps(asdict(self)))
 
     def model_hash(self) -> str:
         """Short hash of everything that shapes the network (not of training settings)."""
@@ -122,17 +124,39 @@ def preset(name: str) -> Config:
 def _fill(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise InputError(where, f"section must be a JSON object, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls()
+    names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             raise InputError(where, f"unknown configuration key '{key}'")
-        if key == "skips":
-            if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
-                raise InputError(where, "'skips' must be a list of integers")
-            value = tuple(value)
-        kwargs[key] = value
+        kwargs[key] = _checked(key, value, getattr(defaults, key), where)
     return cls(**kwargs)
+
+
+def _checked(key: str, value: Any, default: Any, where: str) -> Any:
+    """Check a configuration value against the type of its default."""
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise InputError(where, f"'{key}' must be a list of integers")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(where, f"'{key}' must be true or false, got {json.dumps(value)}"[:200])
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(where, f"'{key}' must be a non-negative integer, got {json.dumps(value)}"[:200])
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(where, f"'{key}' must be a finite number, got {json.dumps(value)}"[:200])
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InputError(where, f"'{key}' must be a string, got {json.dumps(value)}"[:200])
+        return value
+    return value
 
 
 def config_from_dict(data: Any, where: str = "config.json") -> Config:

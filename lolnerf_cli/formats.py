@@ -49,24 +49,39 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode("utf-8"))
 
 
+MAX_JSON_BYTES = 1 << 30  # no artifact of SPEC.md comes near this; refuse to read more
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a UTF-8 JSON file (a leading byte-order mark is allowed). NaN / Infinity literals, deep
+    nesting and anything that is not JSON are an `InputError` naming the file; nothing else is raised."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if not is_file:
+        if path.is_dir():
+            raise InputError(path, f"{what} expected here, but this is a folder")
         raise InputError(path, f"{what} not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise InputError(path, f"{what} is too large ({path.stat().st_size:,} bytes)")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(path, f"{what} is not UTF-8 text") from None
     except OSError as exc:
         raise InputError(path, f"{what} cannot be read ({exc.strerror or exc})") from None
     try:
         return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InputError(path, f"{what} is nested too deeply to be a valid file") from None
     except (json.JSONDecodeError, ValueError) as exc:
-        raise InputError(path, f"{what} is not valid JSON ({exc})") from None
+        raise InputError(path, f"{what} is not valid JSON ({str(exc)[:160]})") from None
 
 
 def _reject_constant(name: str):
-    raise ValueError(f"{name} is not allowed")
+    raise ValueError(f"{name} is not allowed; write a finite number or null")
 
 
 def save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
@@ -97,46 +112,122 @@ def load_safetensors(path: str | Path, what: str = "tensor file") -> tuple[dict,
 
 
 # ----------------------------------------------------------------------------------------- validation
+MAX_IMAGE_SIDE = 1 << 20  # a width or height beyond this is a typo, not a photo
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON spells it, cut short, for error messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = _json_type(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite_number(value: Any) -> float | None:
+    """float(value) for a JSON number that is finite (booleans are not numbers), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
 def _req(obj: Any, key: str, kind, path: Path, where: str):
     if not isinstance(obj, dict) or key not in obj:
         raise InputError(path, f"{where} is missing '{key}'")
     value = obj[key]
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InputError(path, f"{where} '{key}' must be a finite number, got {value!r}"[:200])
-        return float(value)
+        out = _finite_number(value)
+        if out is None:
+            raise InputError(path, f"{where} '{key}' must be a finite number, got {_shown(value)}")
+        return out
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(path, f"{where} '{key}' must be a positive integer, got {value!r}"[:200])
-        return value
+        num = _finite_number(value)
+        if num is None or not num.is_integer() or num <= 0 or num > MAX_IMAGE_SIDE:
+            raise InputError(path, f"{where} '{key}' must be a positive integer up to {MAX_IMAGE_SIDE}, "
+                                   f"got {_shown(value)}")
+        return int(num)
     if not isinstance(value, kind):
-        raise InputError(path, f"{where} '{key}' must be {kind.__name__}, got {type(value).__name__}")
+        raise InputError(path, f"{where} '{key}' must be {_json_type(kind())}, got {_json_type(value)}")
     return value
 
 
 def _matrix(value: Any, rows: int, cols: int, path: Path, where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(path, f"{where} must be a {rows}x{cols} array of numbers") from None
-    if arr.ndim != 2 or arr.shape[1] != cols or (rows > 0 and arr.shape[0] != rows):
-        want = f"{rows}x{cols}" if rows > 0 else f"Nx{cols}"
-        raise InputError(path, f"{where} must be a {want} array of numbers, got shape {list(arr.shape)}")
-    if not np.isfinite(arr).all():
-        raise InputError(path, f"{where} contains NaN or infinite values")
-    return arr
+    """A [rows, cols] float64 array from a JSON list of lists of finite numbers (rows <= 0: any count)."""
+    want = f"{rows}x{cols}" if rows > 0 else f"Nx{cols}"
+    if not isinstance(value, list) or not all(isinstance(r, list) for r in value):
+        raise InputError(path, f"{where} must be a {want} list of lists of numbers, got {_json_type(value)}")
+    if rows > 0 and len(value) != rows:
+        raise InputError(path, f"{where} must have {rows} rows of {cols} numbers, got {len(value)} rows")
+    out = np.empty((len(value), cols), dtype=np.float64)
+    for i, row in enumerate(value):
+        if len(row) != cols:
+            raise InputError(path, f"{where} row {i} must hold {cols} numbers, got {len(row)}")
+        for j, item in enumerate(row):
+            num = _finite_number(item)
+            if num is None:
+                if isinstance(item, (int, float)) and not isinstance(item, bool):
+                    raise InputError(path, f"{where} contains NaN, infinite or out-of-range values")
+                raise InputError(path, f"{where} row {i} item {j} must be a number, got {_shown(item)}")
+            out[i, j] = num
+    return out
 
 
 def safe_relpath(root: Path, rel: Any, path: Path, where: str) -> str:
-    """Check that a file path from a JSON file stays inside the dataset folder `root`."""
+    """Check that a file path from a JSON file stays inside the dataset folder `root`.
+
+    Refused: non-strings, empty strings, NUL bytes, absolute paths, Windows drive or backslash paths,
+    and anything that resolves outside `root`, through '..' or through a symbolic link."""
     if not isinstance(rel, str) or not rel:
-        raise InputError(path, f"{where} 'file_path' must be a non-empty string")
-    if os.path.isabs(rel) or "\\" in rel:
-        raise InputError(path, f"{where} file_path '{rel}' must be relative to the dataset folder")
-    full = (root / rel).resolve()
-    if not full.is_relative_to(root.resolve()):
-        raise InputError(path, f"{where} file_path '{rel}' points outside the dataset folder")
+        raise InputError(path, f"{where} 'file_path' must be a non-empty string, got {_json_type(rel)}")
+    shown = rel if len(rel) <= 80 else rel[:77] + "..."
+    if any(ord(c) < 32 for c in rel):
+        raise InputError(path, f"{where} file_path {shown!r} contains control characters")
+    if os.path.isabs(rel) or "\\" in rel or (len(rel) >= 2 and rel[1] == ":" and rel[0].isalpha()):
+        raise InputError(path, f"{where} file_path '{shown}' must be relative to the dataset folder")
+    try:
+        base = Path(root).resolve()
+        full = (Path(root) / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, names too long, ...
+        raise InputError(path, f"{where} file_path '{shown}' cannot be resolved ({str(exc)[:80]})") from None
+    if not full.is_relative_to(base):
+        lexical = os.path.normpath(os.path.join(str(base), rel))
+        how = "through a symbolic link " if Path(lexical).is_relative_to(base) else ""
+        raise InputError(path, f"{where} file_path '{shown}' points outside the dataset folder {how}".rstrip())
     return rel
+
+
+def _check_exists(root: Path, rel: str, path: Path, where: str) -> None:
+    if not (Path(root) / rel).is_file():
+        raise InputError(path, f"{where} names '{rel}', which does not exist in the dataset folder {root}")
+
+
+def _no_duplicates(paths: list[str], path: Path) -> None:
+    seen: set[str] = set()
+    for i, rel in enumerate(paths):
+        key = os.path.normpath(rel)
+        if key in seen:
+            raise InputError(path, f"frame {i} repeats file_path '{rel}' (each image may appear once)")
+        seen.add(key)
 
 
 def _names(obj: dict, path: Path, n_min: int) -> list[str]:
@@ -179,7 +270,8 @@ class Landmarks:
         }
 
 
-def read_landmarks(path: str | Path, data_root: str | Path | None = None) -> Landmarks:
+def read_landmarks(path: str | Path, data_root: str | Path | None = None, require_files: bool = False) -> Landmarks:
+    """Read and validate `landmarks.json`. `require_files`: every frame's image must exist."""
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
     obj = read_json(path, "landmarks file")
@@ -194,11 +286,14 @@ def read_landmarks(path: str | Path, data_root: str | Path | None = None) -> Lan
         if not isinstance(fr, dict):
             raise InputError(path, f"{where} must be a JSON object")
         rel = safe_relpath(root, fr.get("file_path"), path, where)
+        if require_files:
+            _check_exists(root, rel, path, where)
         w = _req(fr, "w", int, path, where)
         h = _req(fr, "h", int, path, where)
         pts = _matrix(fr.get("points"), len(names), 2, path, f"{where} 'points'")
         conf = float(_req(fr, "confidence", float, path, where)) if "confidence" in fr else 1.0
         frames.append(LandmarkFrame(rel, w, h, pts, conf))
+    _no_duplicates([f.file_path for f in frames], path)
     failed = obj.get("failed", [])
     if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
         raise InputError(path, "'failed' must be a list of objects")
@@ -286,7 +381,9 @@ class Transforms:
         return {Path(f.file_path).stem: f for f in self.frames}
 
 
-def read_transforms(path: str | Path, data_root: str | Path | None = None) -> Transforms:
+def read_transforms(path: str | Path, data_root: str | Path | None = None,
+                    require_files: bool = False) -> Transforms:
+    """Read and validate `transforms.json`. `require_files`: every frame's image must exist."""
     path = Path(path)
     root = Path(data_root) if data_root is not None else path.parent
     obj = read_json(path, "transforms file")
@@ -300,6 +397,8 @@ def read_transforms(path: str | Path, data_root: str | Path | None = None) -> Tr
         if not isinstance(fr, dict):
             raise InputError(path, f"{where} must be a JSON object")
         rel = safe_relpath(root, fr.get("file_path"), path, where)
+        if require_files:
+            _check_exists(root, rel, path, where)
         c2w = _matrix(fr.get("transform_matrix"), 4, 4, path, f"{where} 'transform_matrix'")
         merged = {**top, **{k: fr[k] for k in INTRINSIC_KEYS if k in fr}}
         intr = {}
@@ -312,8 +411,13 @@ def read_transforms(path: str | Path, data_root: str | Path | None = None) -> Tr
         rot = c2w[:3, :3]
         if not np.allclose(rot.T @ rot, np.eye(3), atol=1e-3):
             raise InputError(path, f"{where} 'transform_matrix' rotation is not orthonormal")
+        if np.linalg.det(rot) < 0:
+            raise InputError(path, f"{where} 'transform_matrix' is a reflection (determinant -1), not a camera pose")
+        if not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
+            raise InputError(path, f"{where} 'transform_matrix' last row must be [0, 0, 0, 1]")
         extra = {k: v for k, v in fr.items() if k not in ("file_path", "transform_matrix", *INTRINSIC_KEYS)}
         frames.append(Frame(rel, c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], extra))
+    _no_duplicates([f.file_path for f in frames], path)
     extra = {k: v for k, v in obj.items() if k not in ("frames", *INTRINSIC_KEYS)}
     return Transforms(frames, extra)
 
@@ -410,7 +514,7 @@ def read_log(path: str | Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(rec, dict):
             out.append(rec)
@@ -450,6 +554,8 @@ def load_latents(path: str | Path, model_hash: str | None = None, latent_dim: in
     z = tensors["latents"]
     if z.ndim != 2:
         raise InputError(path, f"'latents' must be 2-D [N, D], got shape {list(z.shape)}")
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        raise InputError(path, f"'latents' is empty (shape {list(z.shape)})")
     if not z.dtype.is_floating_point or not bool(z.isfinite().all()):
         raise InputError(path, "'latents' must hold finite floating-point values")
     if latent_dim is not None and z.shape[1] != latent_dim:
@@ -459,8 +565,8 @@ def load_latents(path: str | Path, model_hash: str | None = None, latent_dim: in
         raise InputError(path, f"latent file was made for model {meta.get('model_hash')}, not {model_hash}")
     try:
         sources = json.loads(meta.get("sources", "[]"))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         sources = []
-    if not isinstance(sources, list) or len(sources) != z.shape[0]:
+    if not isinstance(sources, list) or len(sources) != z.shape[0] or not all(isinstance(s, str) for s in sources):
         sources = [f"{path.name}#{i}" for i in range(z.shape[0])]
     return z.float(), sources, meta

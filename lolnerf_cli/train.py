@@ -261,9 +261,11 @@ class Trainer:
                         self.bad_steps_total += 1
                         self.bad_streak += 1
                         if self.bad_streak >= tc.max_bad_steps:
+                            # skipped steps never touched the weights: the state now is the last good one
+                            self.save_checkpoint(time.time() - t_start)
                             raise LolnerfError(
                                 f"training diverged: {self.bad_streak} consecutive steps had a non-finite loss or "
-                                f"gradient at step {self.step}; the last good checkpoint is in {self.run.root} "
+                                f"gradient at step {self.step}; the last good state was saved in {self.run.root} "
                                 "(try a lower learning rate or --precision fp32)")
                         continue
                     self.bad_streak = 0
@@ -456,6 +458,8 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
 
     if resume:
         run = run_folder(run_dir, must_exist=False)
+        if not run.trainer.is_file():
+            raise InputError(run.trainer, "not found; nothing to resume (train without --resume first)")
         cfg = config_from_dict(read_json(run.config, "run configuration"), str(run.config))
     else:
         cfg = preset(preset_name or "cpu")

@@ -1,10 +1,50 @@
+from typing import List, Optional
+
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("bench")
 @guarded
-def bench(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Measure this machine: matmul peak, training samples/s and render time per preset."""
-    not_yet("lolnerf bench")
+def bench(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    preset: Optional[List[str]] = typer.Option(None, "--preset", help="Preset(s) to measure (default: tiny, cpu, paper)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto, bf16 or fp32."),
+    seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time spent measuring each training configuration."),
+    plain: bool = typer.Option(True, "--plain/--no-plain", help="Also measure the plain (nerf-pytorch style) reference step."),
+    memory: bool = typer.Option(False, "--memory", help="Also measure peak memory of real training runs at 64 px and 256 px."),
+):
+    """Measure this machine: matmul peak, training samples/s and render ms per 128x128 frame per preset."""
+    from ..bench import run_bench, to_json
+    from ..config import preset as check_preset
+
+    for name in preset or []:
+        check_preset(name)
+    result = run_bench(list(preset) if preset else None, device, precision, seconds, plain, memory,
+                       None if json_out else reporter())
+    if json_out:
+        print(to_json(result))
+        return
+    from rich.table import Table
+
+    console.print(f"[bold]{result['device']}[/]  torch {result['torch']}, {result['threads']} threads, "
+                  f"training precision {result['precision']}")
+    console.print(f"matmul peak: fp32 {result['matmul_gflops']['fp32']:,.0f} GFLOP/s, "
+                  f"bf16 {result['matmul_gflops']['bf16']:,.0f} GFLOP/s")
+    table = Table(title="training and rendering per preset")
+    for col in ("preset", "train samples/s", "plain samples/s", "speed-up", "% of peak", "step ms",
+                "render ms/frame (128²)", "full training (h)"):
+        table.add_column(col, justify="right")
+    for name, e in result["presets"].items():
+        table.add_row(name, f"{e['train_samples_per_s']:,}", f"{e.get('plain_samples_per_s', 0):,}",
+                      f"{e.get('speedup_vs_plain', float('nan')):.1f}x", f"{100 * e['fraction_of_peak']:.0f}%",
+                      f"{e['train_step_ms']:.0f}", f"{e['render_ms_per_frame_128']:.0f}",
+                      f"{e['estimated_training_hours']:.1f}")
+    console.print(table)
+    if "memory" in result:
+        mem = ", ".join(f"{res} px: {v['peak_rss_mb']:.0f} MB" for res, v in result["memory"].items())
+        console.print(f"peak training memory (same batch): {mem}")
+    console.print("% of peak counts the plain network's FLOPs (forward + backward = 3x forward) against the "
+                  "measured matmul peak of the training precision.")

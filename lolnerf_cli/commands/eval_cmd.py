@@ -3,16 +3,84 @@ from typing import Optional
 
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("eval")
 @guarded
 def evaluate(
-    data: Path = typer.Argument(..., help="The dataset the model was trained on."),
+    data: Path = typer.Argument(..., help="The dataset the model was trained on (images/, transforms.json)."),
     model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
-    novel: Optional[Path] = typer.Option(None, "--novel", help="Multi-view held-out folder (synth --holdout writes DATA/holdout)."),
-    out: Path = typer.Option(..., "--out", help="metrics.json to write."),
+    novel: Optional[Path] = typer.Option(None, "--novel", help="Multi-view held-out folder scored on novel views and "
+                                                               "depth (default: DATA/holdout when it exists; layout in "
+                                                               "docs/evaluation.md)."),
+    out: Path = typer.Option(..., "--out", help="metrics.json to write (a figure <stem>_figure.png goes beside it)."),
+    subset: int = typer.Option(200, "--subset", min=0, help="Training (and held-out) images scored, a fixed seeded "
+                                                            "choice; 0 = all."),
+    heldout: Optional[Path] = typer.Option(None, "--heldout", help="Folder of photos the model never saw, inverted and "
+                                                                   "scored (default: DATA/holdout's query views)."),
+    invert_steps: int = typer.Option(200, "--invert-steps", min=1, help="Optimisation steps per inversion."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subset and the inversions; the same seed gives the "
+                                               "same numbers."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+    precision: str = typer.Option("fp32", "--precision", help="Rendering precision: fp32 (default), bf16 or auto."),
+    figure: bool = typer.Option(True, "--figure/--no-figure", help="Write the figure PNG beside metrics.json."),
 ):
     """Measure reconstruction, held-out, novel-view and depth quality the way the paper does."""
-    not_yet("lolnerf eval")
+    from ..evaluate import EvalOptions, evaluate as run_eval
+
+    opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision)
+    result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
+                      figure=figure)
+    if result.lpips_unavailable:
+        console.print(f"[yellow]{_esc(result.lpips_unavailable)}[/]")
+    print_tables(result.metrics)
+    console.print(f"metrics: {_esc(str(result.metrics_path))}" +
+                  (f"   figure: {_esc(str(result.figure_path))}" if result.figure_path else ""))
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _cell(stat, digits: int = 2) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def print_tables(m: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"lolnerf eval: {m.get('preset')} model {m.get('model_hash')}, step {m.get('step')}, "
+                    f"{m['settings']['resolution']} px, seed {m.get('seed')}")
+    for col in ("section", "n", "PSNR dB", "SSIM", "LPIPS", "PSNR mask"):
+        t.add_column(col, justify="left" if col == "section" else "right", no_wrap=True)
+    names = {"train": "train", "heldout": "held-out", "novel": "novel (mask)"}
+    for key, label in names.items():
+        sec = m.get(key)
+        if not sec:
+            continue
+        count = str(sec["count"])
+        t.add_row(label, count, _cell(sec.get("psnr")), _cell(sec.get("ssim"), 3), _cell(sec.get("lpips"), 3),
+                  _cell(sec.get("psnr_masked")) if "psnr_masked" in sec else "(masked)")
+    console.print(t)
+    d = m.get("depth")
+    if d:
+        dt = Table(title=f"depth: {d['objects']} query views")
+        dt.add_column("measure", no_wrap=True)
+        dt.add_column("value", justify="right")
+        dt.add_column("count", justify="right")
+        kp = d.get("keypoint_pearson")
+        if "keypoint_pearson" in d:
+            dt.add_row("keypoint depth Pearson r", _cell(kp, 3), str(kp["count"] if kp else 0) +
+                       (f" ({d['keypoint_undefined']} undefined)" if d.get("keypoint_undefined") else ""))
+        dense = d.get("dense") or {}
+        for name, label, digits in (("abs_median", "dense |error| median", 4),
+                                    ("abs_median_centered", "dense |error| median, centred", 4),
+                                    ("pearson", "dense depth Pearson r", 3), ("coverage", "surface coverage", 3)):
+            if name in dense:
+                dt.add_row(label, _cell(dense[name], digits), str(dense[name]["count"] if dense[name] else 0))
+        console.print(dt)

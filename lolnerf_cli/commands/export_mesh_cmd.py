@@ -1,10 +1,42 @@
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("export-mesh")
 @guarded
-def export_mesh():
+def export_mesh(
+    model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
+    index: Optional[int] = typer.Option(None, "--index", help="Mesh training image I's latent."),
+    latent: Optional[Path] = typer.Option(None, "--latent", help="Mesh a row of a latent file."),
+    row: int = typer.Option(0, "--row", help="Row of --latent."),
+    out: Path = typer.Option(..., "--out", help="FILE.ply or FILE.obj (vertex colours included)."),
+    grid: int = typer.Option(128, "--grid", min=8, max=1024, help="Grid points per axis across the bounding cube."),
+    threshold: float = typer.Option(10.0, "--threshold", help="Density of the extracted surface."),
+    ascii: bool = typer.Option(False, "--ascii", help="Write an ASCII PLY instead of a binary one."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+):
     """Extract a coloured mesh of one latent's foreground by marching cubes."""
-    not_yet("lolnerf export-mesh")
+    import time
+
+    from ..device import pick_device
+    from ..errors import InputError
+    from ..mesh import extract_mesh, write_mesh
+    from ..model import load_model
+    from ..sample import pick_latent
+
+    if out.suffix.lower() not in (".ply", ".obj"):
+        raise InputError(out, "mesh file must end in .ply or .obj")
+    if (index is None) == (latent is None):
+        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    loaded = load_model(model, pick_device(device))
+    lat = pick_latent(loaded, index, latent, row)
+    t0 = time.perf_counter()
+    mesh = extract_mesh(loaded, lat.z, grid, threshold, reporter())
+    write_mesh(out, mesh, ascii=ascii)
+    console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces "
+                  f"(grid {grid}^3, threshold {threshold:g}, {lat.source}, {time.perf_counter() - t0:.1f} s)",
+                  soft_wrap=True, markup=False)

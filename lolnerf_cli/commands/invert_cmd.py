@@ -3,7 +3,7 @@ from typing import List, Optional
 
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("invert")
@@ -11,9 +11,44 @@ from ..app import app, guarded, not_yet
 def invert(
     images: List[Path] = typer.Argument(..., help="Photos to lift into 3D."),
     model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
-    camera: Optional[Path] = typer.Option(None, "--camera", help="transforms.json with the photos' cameras (matched by file name)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps per batch."),
-    out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors)."),
+    camera: Optional[Path] = typer.Option(None, "--camera", help="transforms.json with the photos' cameras (matched by file name); "
+                                                                 "without it the camera is fitted from face landmarks."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default 200)."),
+    out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate of the latents (default 0.02)."),
+    refine_camera: bool = typer.Option(False, "--refine-camera", help="Also learn a small rotation/translation correction of each camera."),
+    no_mask: bool = typer.Option(False, "--no-mask", help="Ignore masks (DATA/masks/<stem>.png, alpha channels, segmentation)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the pixel batches."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
     """Fit a latent to each photo (network frozen), starting from the mean latent."""
-    not_yet("lolnerf invert")
+    from ..device import pick_device
+    from ..errors import InputError
+    from ..formats import save_latents
+    from ..invert import INVERT_LR, INVERT_STEPS, invert_images, load_photos, preview_path, write_preview
+    from ..model import load_model
+
+    if out.suffix.lower() != ".safetensors":
+        raise InputError(out, "the latent file must end in .safetensors")
+    if out.exists() and out.is_dir():
+        raise InputError(out, "is a folder; give a file name ending in .safetensors")
+    loaded = load_model(model, pick_device(device))
+    photos = load_photos(loaded, images, camera, use_masks=not no_mask)
+    n_steps = steps or INVERT_STEPS
+    result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
+                           steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,
+                           progress=reporter(), refine_camera=refine_camera, seed=seed)
+    res = result.cameras[0].w
+    cams = [{"file_path": str(p.path), "transform_matrix": c.c2w.round(6).tolist(), "fl_x": c.fx, "fl_y": c.fy,
+             "cx": c.cx, "cy": c.cy, "w": c.w, "h": c.h} for p, c in zip(photos, result.cameras)]
+    save_latents(out, result.latents, loaded.model_hash, [str(p.path) for p in photos],
+                 {"psnr": [round(v, 3) for v in result.psnr], "steps": n_steps, "resolution": res,
+                  "refine_camera": refine_camera, "cameras": cams})
+    preview = write_preview(preview_path(out), loaded, result)
+    for i, p in enumerate(photos):
+        mask = f", mask: {p.mask_source}" if p.mask_source else ""
+        console.print(f"{p.path}: PSNR {result.psnr_init[i]:.2f} -> {result.psnr[i]:.2f} dB "
+                      f"(camera: {p.camera_source}{mask})", soft_wrap=True, markup=False)
+    console.print(f"latents: {out} [{result.latents.shape[0]} x {result.latents.shape[1]}]   preview: {preview}",
+                  soft_wrap=True, markup=False)

@@ -1,9 +1,13 @@
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
+
+ORBIT_SIZE = 128      # default orbit frame size in pixels
+ORBIT_FRAMES = 60
 
 
 @app.command("render")
@@ -13,11 +17,100 @@ def render(
     index: Optional[int] = typer.Option(None, "--index", help="Render training image I's latent."),
     latent: Optional[Path] = typer.Option(None, "--latent", help="Render a row of a latent file."),
     row: int = typer.Option(0, "--row", help="Row of --latent to render."),
-    orbit: bool = typer.Option(False, "--orbit", help="Render an orbit video around the mean view."),
-    camera: Optional[Path] = typer.Option(None, "--camera", help="Render exactly the cameras of a transforms.json."),
-    out: Path = typer.Option(..., "--out", help="Output: FILE.mp4, FILE.gif or a folder."),
-    resolution: int = typer.Option(128, "--resolution", min=8, help="Output width and height."),
-    depth: bool = typer.Option(False, "--depth", help="Also write depth maps."),
+    orbit: bool = typer.Option(False, "--orbit", help="Render an orbit around the mean training view."),
+    camera: Optional[Path] = typer.Option(None, "--camera", help="Render exactly the cameras of a transforms.json into DIR/<stem>.png."),
+    out: Path = typer.Option(..., "--out", help="--orbit: FILE.mp4, FILE.gif or a folder of frames; --camera: a folder."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8,
+                                             help="--orbit: frame width and height (default 128); --camera: the longer "
+                                                  "side of each image (default: each frame's own w, h)."),
+    depth: bool = typer.Option(False, "--depth", help="Also write depth: <stem>_depth.npy + <stem>_depth.png, or a depth video beside the orbit."),
+    frames: int = typer.Option(ORBIT_FRAMES, "--frames", min=1, help="Orbit frames."),
+    fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
     """Render a latent from any camera, or as an orbit video."""
-    not_yet("lolnerf render")
+    from ..device import pick_device, resolve_precision
+    from ..errors import InputError
+    from ..model import load_model
+    from ..sample import pick_latent
+    from ..video import FrameSink, output_kind, read_view, render_sequence, sibling
+
+    if (index is None) == (latent is None):
+        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    if orbit == (camera is not None):
+        raise InputError("--orbit/--camera", "give exactly one of --orbit or --camera TRANSFORMS")
+    if camera is not None and output_kind(out) != "frames":
+        raise InputError(out, "with --camera, --out must be a folder (images are written as DIR/<stem>.png)")
+    loaded = load_model(model, pick_device(device))
+    lat = pick_latent(loaded, index, latent, row)
+    precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
+
+    if orbit:
+        size = resolution or ORBIT_SIZE
+        cams = read_view(loaded.run.root).orbit(frames, size)
+        depth_out = sibling(out, "depth") if depth else None
+        with FrameSink(out, fps) as sink, (FrameSink(depth_out, fps) if depth else nullcontext()) as dsink:
+            stats = render_sequence(loaded, lat.z, cams, sink, dsink, precision, reporter(), "rendering orbit")
+        console.print(f"orbit of {lat.source}: {sink.describe()}", soft_wrap=True, markup=False)
+        if dsink is not None:
+            console.print(f"depth: {dsink.describe()}", soft_wrap=True, markup=False)
+        console.print(f"{stats.frames} frames of {size}x{size} px, {stats.ms_per_frame:.0f} ms per frame "
+                      f"({loaded.latents.device}, {precision})", markup=False)
+        return
+
+    written, total_s = _render_cameras(loaded, lat.z, camera, out, resolution, depth, precision)
+    console.print(f"{len(written)} image(s) of {lat.source} in {out}/ (e.g. {written[0].name}"
+                  f"{', with _depth.npy and _depth.png' if depth else ''}), "
+                  f"{1000 * total_s / len(written):.0f} ms per frame ({loaded.latents.device}, {precision})",
+                  soft_wrap=True, markup=False)
+
+
+def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: bool, precision: str):
+    import io
+    import time
+
+    import numpy as np
+
+    from ..app import reporter as _reporter
+    from ..cameras import Camera
+    from ..errors import InputError
+    from ..formats import atomic_write_bytes, read_transforms
+    from ..images import save_png
+    from ..render import render_image
+    from ..video import colorize_depth, depth_range
+
+    tf = read_transforms(transforms)
+    if not tf.frames:
+        raise InputError(transforms, "has no frames to render")
+    stems: dict[str, str] = {}
+    for f in tf.frames:
+        stem = Path(f.file_path).stem
+        if stem in stems:
+            raise InputError(transforms, f"frames '{stems[stem]}' and '{f.file_path}' would both be written as {stem}.png")
+        stems[stem] = f.file_path
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot be created ({exc.strerror or exc})") from None
+    written, total_s = [], 0.0
+    radius = loaded.cfg.model.scene_radius
+    with _reporter().task("rendering cameras", total=len(tf.frames)) as task:
+        for f in tf.frames:
+            cam = Camera.from_frame(f)
+            if resolution:
+                scale = resolution / max(cam.w, cam.h)
+                cam = cam.scaled(max(1, round(cam.w * scale)), max(1, round(cam.h * scale)))
+            t0 = time.perf_counter()
+            r = render_image(loaded.model, z, cam, loaded.cfg.render, precision)
+            total_s += time.perf_counter() - t0
+            stem = Path(f.file_path).stem
+            path = out / f"{stem}.png"
+            save_png(path, r["rgb"])
+            if depth:
+                buf = io.BytesIO()
+                np.save(buf, r["depth"].astype(np.float32), allow_pickle=False)
+                atomic_write_bytes(out / f"{stem}_depth.npy", buf.getvalue())
+                save_png(out / f"{stem}_depth.png", colorize_depth(r["depth"], *depth_range(cam, radius)))
+            written.append(path)
+            task.advance(1)
+    return written, total_s

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded, reporter
 
 
 @app.command("sample")
@@ -11,8 +11,51 @@ def sample(
     model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
     n: int = typer.Option(16, "--n", min=1, help="Number of new identities."),
     truncation: float = typer.Option(0.7, "--truncation", min=0.0, help="psi: 0 = the mean, 1 = the full Gaussian."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same samples."),
     out: Path = typer.Option(..., "--out", help="Folder for latents.safetensors and grid.png."),
+    orbit: bool = typer.Option(False, "--orbit", help="Also render an orbit video per sample (DIR/sample_000.mp4 ...)."),
+    resolution: int = typer.Option(128, "--resolution", min=8, help="Size of each rendered image in pixels."),
+    frames: int = typer.Option(60, "--frames", min=1, help="Frames per orbit video."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
     """Sample new identities from a Gaussian fitted to the latent table (PCA, truncation psi)."""
-    not_yet("lolnerf sample")
+    import time
+
+    from ..device import pick_device, resolve_precision
+    from ..errors import InputError
+    from ..formats import save_latents
+    from ..images import save_png
+    from ..model import load_model
+    from ..render import render_image
+    from ..sample import sample_latents
+    from ..video import FrameSink, grid, read_view, render_sequence
+
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    loaded = load_model(model, pick_device(device))
+    z, sources = sample_latents(loaded, n, truncation, seed)
+    save_latents(out / "latents.safetensors", z, loaded.model_hash, sources,
+                 {"seed": seed, "truncation": truncation})
+    dev = loaded.latents.device
+    precision = resolve_precision(loaded.cfg.train.precision, dev)
+    view = read_view(loaded.run.root)
+    cam = view.camera(resolution)
+    tiles, t_render = [], 0.0
+    with reporter().task("rendering samples", total=n) as task:
+        for i in range(n):
+            t0 = time.perf_counter()
+            tiles.append(render_image(loaded.model, z[i].to(dev), cam, loaded.cfg.render, precision)["rgb"])
+            t_render += time.perf_counter() - t0
+            task.advance(1)
+    save_png(out / "grid.png", grid(tiles))
+    console.print(f"{n} samples (seed {seed}, psi {truncation:g}): {out / 'latents.safetensors'}  grid: {out / 'grid.png'}  "
+                  f"({1000 * t_render / n:.0f} ms per image)", soft_wrap=True, markup=False)
+    if orbit:
+        cams = view.orbit(frames, resolution)
+        pr = reporter()
+        for i in range(n):
+            path = out / f"sample_{i:03d}.mp4"
+            with FrameSink(path) as sink:
+                stats = render_sequence(loaded, z[i].to(dev), cams, sink, None, precision, pr, f"orbit {i + 1}/{n}")
+        console.print(f"orbits: {out / 'sample_000.mp4'} .. {out / f'sample_{n - 1:03d}.mp4'} "
+                      f"({stats.ms_per_frame:.0f} ms per frame)", soft_wrap=True, markup=False)

@@ -22,13 +22,25 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the preset's)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     preview_every: Optional[int] = typer.Option(None, "--preview-every", min=0, help="Steps between preview images (0: only at the end)."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between log.jsonl records."),
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
+    from ..app import err_console
     from ..train import train as run_training
 
-    summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
-                           images_per_step=images_per_step, pixels_per_image=pixels_per_image, precision=precision,
-                           seed=seed, checkpoint_every=checkpoint_every, preview_every=preview_every)
+    try:
+        summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
+                               images_per_step=images_per_step, pixels_per_image=pixels_per_image,
+                               precision=precision, seed=seed, checkpoint_every=checkpoint_every,
+                               preview_every=preview_every, log_every=log_every)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; a checkpoint was saved in {out}. Continue with: "
+                          f"lolnerf train {data} --out {out} --resume")
+        raise typer.Exit(130)
+    _report(summary, out)
+
+
+def _report(summary: dict, out: Path) -> None:
     last = summary["last"] or {}
     if summary.get("excluded"):
         console.print(f"[yellow]{len(summary['excluded'])} image(s) left out[/] (see {out}/excluded.json)")

@@ -1,0 +1,267 @@
+"""`lolnerf bench`: measure this machine the way training and rendering use it.
+
+- matmul peak (GFLOP/s) in fp32 and bf16 (large square matmuls, best of several),
+- per preset: training samples/s of a full step (rays -> samples -> network forward + backward ->
+  Adam steps on the network and the latent rows), rendering ms per 128x128 frame, the achieved
+  fraction of the bf16 (or fp32) peak counted in the plain network's FLOPs, and the estimated wall time
+  of the preset's whole training,
+- the plain reference: the same network written the nerf-pytorch way (latent concatenated to every
+  sample, fp32, no importance-sampling merge) so the speed-up is measured, not claimed,
+- optionally (--memory) peak memory of real training runs at 64 px and 256 px, to show that memory
+  does not grow with image resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .cameras import look_at, pixel_rays, spherical_eye, Camera
+from .config import ModelConfig, RenderConfig, preset
+from .device import autocast, pick_device, resolve_precision
+from .losses import hard_surface_loss, rgb_loss
+from .model import GenerativeNeRF
+from .model.encoding import encoded_dim, posenc
+from .model.field import plain_flops_per_sample
+from .progress import Progress, or_silent
+from .render import composite_weights, render_image, render_rays, stratified_t
+from .cameras import sphere_bounds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.0) -> float:
+    """Best sustained GFLOP/s of n x n matmuls."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    best = 0.0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        dt = time.perf_counter() - t0
+        best = max(best, 4 * 2 * n ** 3 / dt / 1e9)
+    return best
+
+
+# ----------------------------------------------------------------------------------------- plain reference
+class PlainField(nn.Module):
+    """The nerf-pytorch way: [enc(x), z] concatenated for every sample, skip re-concatenation, fp32."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        cin = encoded_dim(cfg.pos_freqs) + cfg.latent_dim
+        self.layers = nn.ModuleList([nn.Linear(cin, cfg.width)])
+        for i in range(1, cfg.depth):
+            self.layers.append(nn.Linear(cfg.width + (cin if i in cfg.skips else 0), cfg.width))
+        self.out = nn.Linear(cfg.width, 4)
+
+    def forward(self, x, z):
+        inp = torch.cat([posenc(x, self.cfg.pos_freqs), z[:, None].expand(-1, x.shape[1], -1)], -1)
+        h = inp
+        for i, layer in enumerate(self.layers):
+            if i in self.cfg.skips:
+                h = torch.cat([h, inp], -1)
+            h = F.relu(layer(h))
+        raw = self.out(h)
+        return F.softplus(raw[..., 0] - 1.0), torch.sigmoid(raw[..., 1:])
+
+
+def _plain_step(field, bg_rgb, opt, origins, dirs, z, target, rcfg: RenderConfig):
+    """Coarse pass with gradients, then a fine pass re-evaluating all samples (nerf-pytorch style)."""
+    near, far, _ = sphere_bounds(origins, dirs, 1.0)
+    n = rcfg.n_coarse + rcfg.n_fine
+    t = stratified_t(near, far, n, True)
+    sigma, rgb = field(origins[:, None] + dirs[:, None] * t[..., None], z)
+    w = composite_weights(sigma, t, far, dirs.norm(dim=-1))
+    out = (w[..., None] * rgb).sum(1) + (1 - w.sum(-1))[:, None] * bg_rgb
+    loss = rgb_loss(out, target) + 0.1 * hard_surface_loss(w)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+# ----------------------------------------------------------------------------------------- our step
+def _random_rays(n_rays: int, res: int, device: torch.device, gen: torch.Generator):
+    yaw = (torch.rand(n_rays, generator=gen) - 0.5) * 80
+    pitch = (torch.rand(n_rays, generator=gen) - 0.5) * 40
+    c2w = torch.tensor(look_at(spherical_eye(yaw.numpy(), pitch.numpy(), 2.7)), dtype=torch.float32)
+    f = 0.5 * res / math.tan(math.radians(15))
+    u = torch.rand(n_rays, generator=gen) * res
+    v = torch.rand(n_rays, generator=gen) * res
+    full = torch.full((n_rays,), f)
+    half = torch.full((n_rays,), res / 2)
+    o, d = pixel_rays(c2w, full, full, half, half, u, v)
+    return o.to(device), d.to(device)
+
+
+def measure_train(cfg, device: torch.device, precision: str, n_images: int = 1000, seconds: float = 6.0,
+                  plain: bool = False, max_steps: int = 50) -> dict:
+    """Samples/s of full training steps (forward, backward, both optimisers) on random rays."""
+    tc, rc = cfg.train, cfg.render
+    n_rays = tc.images_per_step * tc.pixels_per_image
+    gen = torch.Generator().manual_seed(0)
+    if plain:
+        field = PlainField(cfg.model).to(device)
+        bg = torch.rand(n_rays, 3, device=device)
+        opt = torch.optim.Adam(list(field.parameters()), lr=1e-4)
+    else:
+        model = GenerativeNeRF(cfg.model).to(device)
+        latents = nn.Embedding(n_images, cfg.model.latent_dim, sparse=True).to(device)
+        nn.init.normal_(latents.weight, std=0.01)
+        opt = torch.optim.Adam(list(model.parameters()), lr=1e-4)
+        lat_opt = torch.optim.SparseAdam(list(latents.parameters()), lr=1e-3)
+    batches = [_random_rays(n_rays, tc.resolution, device, gen) for _ in range(2)]
+    target = torch.rand(n_rays, 3, device=device)
+    img = torch.randint(n_images, (tc.images_per_step,), generator=gen).repeat_interleave(tc.pixels_per_image).to(device)
+
+    def step(i):
+        o, d = batches[i % 2]
+        if plain:
+            z = torch.randn(n_rays, cfg.model.latent_dim, device=device) * 0.01
+            _plain_step(field, bg, opt, o, d, z, target, rc)
+            return
+        z = latents(img)
+        out = render_rays(model, o, d, z, rc, perturb=True, precision=precision)
+        loss = rgb_loss(out.rgb, target) + tc.hard_surface_weight * hard_surface_loss(out.weights)
+        opt.zero_grad(set_to_none=True)
+        lat_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        lat_opt.step()
+
+    step(0)                                   # warm-up (allocations, autocast caches)
+    _sync(device)
+    steps, t0 = 0, time.perf_counter()
+    while (time.perf_counter() - t0 < seconds and steps < max_steps) or steps < 2:
+        step(steps)
+        steps += 1
+    _sync(device)
+    dt = time.perf_counter() - t0
+    samples = steps * n_rays * (rc.n_coarse + rc.n_fine)
+    return {"steps": steps, "seconds": dt, "samples_per_s": samples / dt, "rays_per_s": steps * n_rays / dt,
+            "step_ms": 1000 * dt / steps}
+
+
+def measure_render(cfg, device: torch.device, precision: str, size: int = 128, frames: int = 2) -> float:
+    model = GenerativeNeRF(cfg.model).to(device).eval()
+    z = torch.zeros(cfg.model.latent_dim, device=device)
+    f = 0.5 * size / math.tan(math.radians(15))
+    cam = Camera(look_at(spherical_eye(20.0, 10.0, 2.7)), f, f, size / 2, size / 2, size, size)
+    render_image(model, z, cam, cfg.render, precision)             # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        render_image(model, z, cam, cfg.render, precision)
+    _sync(device)
+    return 1000 * (time.perf_counter() - t0) / frames
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_name: str = "cpu",
+                   progress: Progress | None = None) -> dict:
+    """Peak RSS (MB) of real `lolnerf train` processes on synth data at each resolution."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="lolnerf-bench-") as tmp, \
+            or_silent(progress).task("memory benchmark", total=len(resolutions)) as task:
+        for res in resolutions:
+            data = Path(tmp) / f"data{res}"
+            run = Path(tmp) / f"run{res}"
+            cmd = [sys.executable, "-m", "lolnerf_cli", "synth", str(data), "--n", str(n), "--resolution", str(res)]
+            subprocess.run(cmd, check=True, capture_output=True)
+            code = ("import resource,sys;from lolnerf_cli.train import train;"
+                    f"train({str(data)!r},{str(run)!r},{preset_name!r},{steps},resolution={res},preview_every=0,"
+                    f"checkpoint_every={steps * 10});"
+                    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            r = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+            out[str(res)] = {"peak_rss_mb": round(int(r.stdout.strip().splitlines()[-1]) / 1024.0, 1),
+                             "images": n, "steps": steps}
+            task.advance()
+    return out
+
+
+def run_bench(presets: list[str] | None = None, device_name: str = "auto", precision: str = "auto",
+              seconds: float = 6.0, plain: bool = True, memory: bool = False,
+              progress: Progress | None = None) -> dict:
+    device = pick_device(device_name)
+    prec = resolve_precision(precision, device)
+    progress = or_silent(progress)
+    names = presets or ["tiny", "cpu", "paper"]
+    result: dict = {"device": _device_name(device), "precision": prec, "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "matmul_gflops": {}, "presets": {}}
+    with progress.task("matmul peak", total=2) as task:
+        result["matmul_gflops"]["fp32"] = round(matmul_gflops(device, torch.float32), 1)
+        task.advance()
+        result["matmul_gflops"]["bf16"] = round(matmul_gflops(device, torch.bfloat16), 1)
+        task.advance()
+    peak = result["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]
+    with progress.task("presets", total=len(names)) as task:
+        for name in names:
+            cfg = preset(name)
+            tr = measure_train(cfg, device, prec, seconds=seconds)
+            plain_flops = plain_flops_per_sample(cfg.model) * 3          # forward + backward ~ 3x forward
+            entry = {
+                "train_samples_per_s": round(tr["samples_per_s"]),
+                "train_rays_per_s": round(tr["rays_per_s"]),
+                "train_step_ms": round(tr["step_ms"], 1),
+                "render_ms_per_frame_128": round(measure_render(cfg, device, prec), 1),
+                "plain_flops_per_sample": plain_flops,
+                "achieved_gflops_plain_equiv": round(tr["samples_per_s"] * plain_flops / 1e9, 1),
+                "fraction_of_peak": round(tr["samples_per_s"] * plain_flops / 1e9 / peak, 3),
+                "samples_per_ray": cfg.render.n_coarse + cfg.render.n_fine,
+                "rays_per_step": cfg.train.images_per_step * cfg.train.pixels_per_image,
+                "full_training_steps": cfg.train.steps,
+                "estimated_training_hours": round(cfg.train.steps * tr["step_ms"] / 1000 / 3600, 2),
+            }
+            if plain:
+                pl = measure_train(cfg, device, "fp32", seconds=seconds, plain=True)
+                entry["plain_samples_per_s"] = round(pl["samples_per_s"])
+                entry["speedup_vs_plain"] = round(tr["samples_per_s"] / pl["samples_per_s"], 2)
+            result["presets"][name] = entry
+            task.advance()
+    if memory:
+        result["memory"] = measure_memory(progress=progress)
+    return result
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} cores)"
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=1)

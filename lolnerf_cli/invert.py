@@ -1,0 +1,375 @@
+"""Inversion: fit a new latent row to each photo with the network frozen (test-time optimisation).
+
+Every photo starts at the mean of the latent table and is optimised with Adam for a fixed number of
+steps on the training losses (RGB L2 on random pixel batches, the mask loss where a mask exists, the
+hard-surface loss), all photos of a group together: each ray is paired with its own photo's latent.
+Optionally a small rotation/translation correction of each camera is learned too (`refine_camera`).
+
+Shapes: N photos, P pixels per photo per step, R = N * P rays, D latent width, H = W = resolution."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .cameras import Camera, pixel_rays
+from .device import resolve_precision
+from .errors import InputError
+from .losses import hard_surface_loss, psnr_from_mse
+from .progress import Progress, or_silent
+
+INVERT_STEPS = 200             # default optimisation steps
+INVERT_LR = 2e-2               # Adam learning rate of the latents at step 0 ...
+INVERT_LR_FINAL_FACTOR = 0.1   # ... decayed (cosine) to this fraction of it at the last step
+CAMERA_LR = 2e-3               # Adam learning rate of the camera correction (radians / scene units)
+RAYS_PER_IMAGE = 512           # random pixels of each photo per step (all pixels when the image is smaller)
+MAX_RAYS_PER_STEP = 16384      # photos are optimised in groups so that one step renders at most this many rays
+
+
+@dataclass
+class InvertResult:
+    latents: torch.Tensor                  # [N, D] fitted latents (CPU)
+    psnr: list[float]                      # final reconstruction PSNR per photo (dB, at the fitting resolution)
+    loss_history: list[float]              # total loss per step (mean over groups)
+    psnr_init: list[float] = field(default_factory=list)      # PSNR of the mean latent, before fitting
+    cameras: list[Camera] = field(default_factory=list)       # the (refined) cameras at the fitting resolution
+    targets: list[np.ndarray] = field(default_factory=list)   # the photos as fitted, float [H, W, 3]
+    renders: list[np.ndarray] = field(default_factory=list)   # final reconstructions, float [H, W, 3]
+
+
+# ----------------------------------------------------------------------------------------- camera correction
+def _skew(w: torch.Tensor) -> torch.Tensor:
+    """w [N, 3] -> skew-symmetric [N, 3, 3] with K v = w x v."""
+    z = torch.zeros_like(w[:, 0])
+    return torch.stack([torch.stack([z, -w[:, 2], w[:, 1]], -1),
+                        torch.stack([w[:, 2], z, -w[:, 0]], -1),
+                        torch.stack([-w[:, 1], w[:, 0], z], -1)], -2)
+
+
+def corrected_c2w(c2w: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    """c2w [N, 4, 4] composed with a camera-frame correction exp([rot]) [N, 3] and translation [N, 3]."""
+    delta = torch.zeros_like(c2w)
+    delta[:, :3, :3] = torch.linalg.matrix_exp(_skew(rot))
+    delta[:, :3, 3] = trans
+    delta[:, 3, 3] = 1.0
+    return c2w @ delta
+
+
+def _camera_with(cam: Camera, c2w: np.ndarray) -> Camera:
+    return Camera(c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.w, cam.h)
+
+
+# ----------------------------------------------------------------------------------------- the fit
+def _prepare(images, cameras, masks, res: int):
+    from .images import resize
+
+    targets, masks_out, cams = [], [], []
+    for i, (img, cam) in enumerate(zip(images, cameras)):
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"image {i} must be uint8 RGB [H, W, 3], got {img.dtype} {list(img.shape)}")
+        targets.append(resize(img, res, res).astype(np.float32) / 255.0)
+        cams.append(cam.scaled(res, res))
+        m = masks[i] if masks is not None and i < len(masks) else None
+        if m is not None:
+            m = np.asarray(m)
+            m8 = m if m.dtype == np.uint8 else (np.clip(m.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+            if m8.ndim == 3:
+                m8 = m8[..., 0]
+            m8 = resize(np.repeat(m8[..., None], 3, 2), res, res)[..., 0]
+            masks_out.append(m8.astype(np.float32) / 255.0)
+        else:
+            masks_out.append(None)
+    return targets, masks_out, cams
+
+
+def _render_full(loaded, z: torch.Tensor, cam: Camera, precision: str) -> np.ndarray:
+    from .render import render_image
+
+    return render_image(loaded.model, z, cam, loaded.cfg.render, precision)["rgb"]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks: list[np.ndarray | None],
+                  steps: int = INVERT_STEPS, resolution: int | None = None, lr: float = INVERT_LR,
+                  progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
+                  rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True) -> InvertResult:
+    """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
+
+    Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
+    resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to invert")
+    if len(cameras) != n:
+        raise ValueError("one camera per image")
+    if steps < 1:
+        raise InputError("--steps", "must be at least 1")
+    res = int(resolution or loaded.cfg.train.resolution)
+    device = loaded.latents.device
+    precision = resolve_precision(loaded.cfg.train.precision, device)
+    targets, masks_f, cams = _prepare(images, cameras, masks, res)
+    z_mean = loaded.latents.detach().float().mean(0)
+    p = min(int(rays_per_image), res * res)
+    group = max(1, MAX_RAYS_PER_STEP // p)
+    pr = or_silent(progress)
+
+    z_out = torch.empty(n, z_mean.shape[0])
+    out_cams: list[Camera] = list(cams)
+    history = np.zeros(steps)
+    gen = torch.Generator().manual_seed(int(seed))
+    total_steps = steps * math.ceil(n / group)
+    with pr.task("inverting", total=total_steps) as task:
+        for g0 in range(0, n, group):
+            idx = list(range(g0, min(n, g0 + group)))
+            z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
+                                                [cams[i] for i in idx], z_mean, steps, lr, refine_camera, p,
+                                                precision, gen, task)
+            z_out[idx] = z_fit.cpu()
+            history += np.asarray(losses) * len(idx) / n
+            for j, i in enumerate(idx):
+                out_cams[i] = _camera_with(cams[i], c2w_fit[j])
+
+    psnr_init, psnr, renders = [], [], []
+    with pr.task("measuring", total=n) as task:
+        for i in range(n):
+            if measure_init:
+                psnr_init.append(_psnr(_render_full(loaded, z_mean, cams[i], precision), targets[i]))
+            rec = _render_full(loaded, z_out[i].to(device), out_cams[i], precision)
+            renders.append(rec)
+            psnr.append(_psnr(rec, targets[i]))
+            task.advance(1)
+    return InvertResult(z_out, psnr, [float(v) for v in history], psnr_init, out_cams, targets, renders)
+
+
+def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p, precision, gen, task):
+    """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
+    from .render import render_rays
+
+    tc = loaded.cfg.train
+    device = loaded.latents.device
+    g = len(targets)
+    hw = targets[0].shape[0] * targets[0].shape[1]
+    w = targets[0].shape[1]
+    target = torch.from_numpy(np.stack(targets)).reshape(g, hw, 3).to(device)                  # [G, HW, 3]
+    has_mask = torch.tensor([m is not None for m in masks], device=device)
+    mask = torch.from_numpy(np.stack([m if m is not None else np.zeros(targets[0].shape[:2], np.float32)
+                                      for m in masks])).reshape(g, hw).to(device)              # [G, HW]
+    c2w0 = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32, device=device)    # [G, 4, 4]
+    intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=device)
+
+    z = torch.nn.Parameter(z_mean.to(device)[None].repeat(g, 1))                               # [G, D]
+    params = [{"params": [z], "lr": lr}]
+    rot = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
+    trans = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
+    if refine_camera:
+        params.append({"params": [rot, trans], "lr": CAMERA_LR})
+    opt = torch.optim.Adam(params)
+    base_lrs = [grp["lr"] for grp in opt.param_groups]
+    image_of_ray = torch.arange(g, device=device).repeat_interleave(p)                         # [R]
+    losses = []
+    for step in range(steps):
+        # cosine decay from lr to lr * INVERT_LR_FINAL_FACTOR
+        f = INVERT_LR_FINAL_FACTOR + (1 - INVERT_LR_FINAL_FACTOR) * 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+        for grp, base in zip(opt.param_groups, base_lrs):
+            grp["lr"] = base * f
+        if p >= hw:
+            pix = torch.arange(hw).repeat(g, 1)
+        else:
+            pix = torch.stack([torch.randperm(hw, generator=gen)[:p] for _ in range(g)])           # [G, P]
+        pix = pix.to(device)
+        u = (pix % w).float().reshape(-1) + 0.5
+        v = (pix // w).float().reshape(-1) + 0.5
+        c2w = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
+        k = intr[image_of_ray]
+        origins, dirs = pixel_rays(c2w[image_of_ray], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u, v)
+        out = render_rays(loaded.model, origins, dirs, z[image_of_ray], loaded.cfg.render, perturb=True,
+                          precision=precision, generator=gen)
+        tgt = target.gather(1, pix[..., None].expand(g, p, 3)).reshape(-1, 3)
+        m = mask.gather(1, pix).reshape(-1)
+        # per-photo means summed over photos: each photo's gradient does not depend on the group size
+        l_rgb = ((out.rgb - tgt) ** 2).mean(-1).reshape(g, p).mean(1).sum()
+        l_mask = (((out.alpha - m) ** 2).reshape(g, p).mean(1) * has_mask.float()).sum()
+        l_hard = hard_surface_loss(out.weights) * g
+        loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            losses.append(float("nan"))
+            task.advance(1)
+            continue
+        loss.backward()
+        opt.step()
+        losses.append(loss.item() / g)
+        task.advance(1, loss=losses[-1], psnr=psnr_from_mse(l_rgb.item() / g))
+    with torch.no_grad():
+        c2w_final = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
+    return z.detach(), c2w_final.detach().cpu().double().numpy(), losses
+
+
+# ----------------------------------------------------------------------------------------- photos -> inputs
+@dataclass
+class PhotoInput:
+    path: Path
+    rgb: np.ndarray                 # uint8 [H, W, 3] as loaded
+    camera: Camera                  # at the photo's own size
+    mask: np.ndarray | None         # float [H, W] in [0, 1]
+    camera_source: str              # "transforms.json" / "landmarks (rmse 1.2 px)"
+    mask_source: str | None = None
+
+
+def cameras_from_transforms(paths: Sequence[Path], transforms_path: str | Path) -> list[Camera]:
+    """Each photo's camera from a transforms.json, matched by file name (stem)."""
+    from .formats import read_transforms
+
+    transforms_path = Path(transforms_path)
+    tf = read_transforms(transforms_path)
+    by_stem = tf.by_stem()
+    out = []
+    for p in paths:
+        frame = by_stem.get(Path(p).stem)
+        if frame is None:
+            raise InputError(p, f"has no frame in {transforms_path} (frames are matched by file name, "
+                                f"e.g. images/{Path(p).stem}.png)")
+        out.append(Camera.from_frame(frame))
+    return out
+
+
+def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path) -> tuple[Camera, str]:
+    """Find the 5 face landmarks and fit the photo's camera to the run's canonical keypoints (fixed)."""
+    from .formats import read_keypoints
+
+    path = Path(path)
+    kp_path = loaded.run.keypoints
+    if not kp_path.is_file():
+        raise InputError(kp_path, "not found; this run has no canonical keypoints, so give the photos' cameras "
+                                  "with --camera TRANSFORMS")
+    keypoints = read_keypoints(kp_path)
+    try:
+        from . import camfit, landmarks
+    except ImportError as exc:
+        raise InputError(path, f"cannot place this photo without --camera: landmark support is unavailable ({exc})") \
+            from None
+    try:
+        found = landmarks.detect_face5(rgb)
+    except InputError as exc:
+        raise InputError(path, exc.reason) from None
+    points, conf, reason = _unpack_detection(found)
+    if points is None:
+        raise InputError(path, f"no face found ({reason})" if reason else "no face found")
+    if points.shape[0] != keypoints.points.shape[0]:
+        raise InputError(kp_path, f"has {keypoints.points.shape[0]} keypoints but the face landmarker finds "
+                                  f"{points.shape[0]}; give the photos' cameras with --camera TRANSFORMS")
+    h, w = rgb.shape[:2]
+    from .cameras import focal_from_fov
+    from .video import read_view
+
+    prior = focal_from_fov(read_view(loaded.run.root).fov, max(w, h))   # the training cameras' field of view
+    frame = camfit.fit_single_camera(points, keypoints.points, w, h, focal_prior=prior)
+    rmse = frame.extra.get("landmark_rmse_px")
+    note = "landmarks"
+    if isinstance(rmse, (int, float)):
+        note += f" (rmse {rmse:.1f} px{', poor fit' if frame.extra.get('flagged') else ''})"
+    return Camera.from_frame(frame), note
+
+
+def _unpack_detection(found) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Accept (points, confidence), (None, reason), None or a reason string from a detector."""
+    if found is None:
+        return None, None, None
+    if isinstance(found, str):
+        return None, None, found
+    if isinstance(found, tuple) and len(found) >= 2:
+        pts, second = found[0], found[1]
+        if pts is None:
+            return None, None, second if isinstance(second, str) else None
+        conf = float(second) if isinstance(second, (int, float, np.floating)) else None
+        return np.asarray(pts, dtype=np.float64).reshape(-1, 2), conf, None
+    return np.asarray(found, dtype=np.float64).reshape(-1, 2), None, None
+
+
+def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segment: bool) -> tuple[np.ndarray | None, str | None]:
+    """A photo's foreground mask: DATA/masks/<stem>.png beside DATA/images/, its alpha channel, or (segment)
+    a segmentation of the photo. Float [H, W] in [0, 1] or None."""
+    from .images import load_mask
+
+    h, w = rgb.shape[:2]
+    cand = path.parent.parent / "masks" / (path.stem + ".png")
+    if cand.is_file() and cand.resolve() != path.resolve():
+        return load_mask(cand, (w, h)), str(cand)
+    if alpha is not None and alpha.min() < 255:
+        return alpha.astype(np.float32) / 255.0, "alpha channel"
+    if segment:
+        try:
+            from . import landmarks
+
+            m = landmarks.segment_foreground(rgb)
+        except (ImportError, AttributeError, InputError, RuntimeError, OSError, ValueError):
+            return None, None
+        if m is None:
+            return None, None
+        m = np.asarray(m, dtype=np.float32)
+        if m.max() > 1.0:
+            m = m / 255.0
+        return m, "segmentation"
+    return None, None
+
+
+def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | None = None,
+                use_masks: bool = True) -> list[PhotoInput]:
+    """Read the photos and give each a camera (from `transforms`, or landmarks + the run's keypoints) and a mask."""
+    from .images import load_image
+
+    paths = [Path(p) for p in paths]
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen and transforms is not None:
+            raise InputError(p, f"has the same file name as {seen[p.stem]}; cameras are matched by name")
+        seen[p.stem] = p
+    loaded_imgs = [load_image(p, with_alpha=True) for p in paths]   # unreadable files fail before any work
+    cams = cameras_from_transforms(paths, transforms) if transforms is not None else None
+    out = []
+    for i, (p, (rgb, alpha)) in enumerate(zip(paths, loaded_imgs)):
+        if cams is not None:
+            cam, src = cams[i], Path(transforms).name
+        else:
+            cam, src = camera_from_landmarks(loaded, rgb, p)
+        mask, msrc = mask_for_photo(p, rgb, alpha, segment=cams is None) if use_masks else (None, None)
+        out.append(PhotoInput(p, rgb, cam, mask, src, msrc))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- preview
+def preview_path(latents_path: str | Path) -> Path:
+    p = Path(latents_path)
+    return p.with_name(p.stem + "_preview.png")
+
+
+def write_preview(path: str | Path, loaded, result: InvertResult, novel_yaw: float | None = None) -> Path:
+    """Rows of: photo | reconstruction | novel view (the photo's camera turned by `novel_yaw` about +Y)."""
+    from .images import save_png
+    from .video import NOVEL_YAW_DEG, turned
+
+    yaw = NOVEL_YAW_DEG if novel_yaw is None else novel_yaw
+    precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
+    rows = []
+    pad = 2
+    for i in range(result.latents.shape[0]):
+        z = result.latents[i].to(loaded.latents.device)
+        novel = _render_full(loaded, z, turned(result.cameras[i], yaw), precision)
+        parts = [result.targets[i], result.renders[i], novel]
+        h = parts[0].shape[0]
+        sep = np.zeros((h, pad, 3), np.float32)
+        rows.append(np.concatenate([parts[0], sep, parts[1], sep, parts[2]], axis=1))
+    gap = np.zeros((pad, rows[0].shape[1], 3), np.float32)
+    img = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+    path = Path(path)
+    save_png(path, img)
+    return path

@@ -1,0 +1,187 @@
+"""Mesh export: the density of one latent on a grid -> marching cubes -> a vertex-coloured PLY or OBJ.
+
+Shapes: G grid points per axis, V vertices, F triangles, D latent width."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .device import autocast, resolve_precision
+from .errors import InputError
+from .formats import atomic_write_bytes
+from .progress import Progress, or_silent
+
+MESH_GRID = 128                # grid points per axis
+MESH_THRESHOLD = 10.0          # density (per scene unit) of the extracted surface
+MESH_POINTS_PER_CHUNK = 1 << 18   # field evaluations per forward pass
+
+
+@dataclass
+class Mesh:
+    vertices: np.ndarray        # [V, 3] float32, object frame
+    faces: np.ndarray           # [F, 3] int32, counter-clockwise seen from outside
+    colors: np.ndarray          # [V, 3] uint8
+
+
+@torch.inference_mode()
+def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progress | None = None,
+                 chunk: int = MESH_POINTS_PER_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """sigma on a G^3 grid spanning the bounding cube [-r, r]^3 (zero outside the bounding sphere).
+
+    Returns (density [G, G, G] float32 indexed [x, y, z], axis coordinates [G])."""
+    model, radius = loaded.model, loaded.cfg.model.scene_radius
+    device = z.device
+    precision = resolve_precision(loaded.cfg.train.precision, device)
+    axis = np.linspace(-radius, radius, grid, dtype=np.float32)
+    ax = torch.from_numpy(axis).to(device)
+    out = np.zeros((grid, grid, grid), np.float32)
+    # one "ray" = one grid line along z (S = G samples), so the field's per-ray latent terms are shared
+    lines_per_chunk = max(1, chunk // grid)
+    yy, xx = torch.meshgrid(ax, ax, indexing="xy")                                 # [G, G] each, [y, x]
+    xy = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)                         # [G*G, 2] (x fastest)
+    n_lines = xy.shape[0]
+    with or_silent(progress).task("evaluating density", total=n_lines) as task:
+        for s in range(0, n_lines, lines_per_chunk):
+            part = xy[s:s + lines_per_chunk]                                       # [L, 2]
+            l = part.shape[0]
+            pts = torch.empty(l, grid, 3, device=device)
+            pts[..., 0] = part[:, None, 0]
+            pts[..., 1] = part[:, None, 1]
+            pts[..., 2] = ax[None, :]
+            with autocast(device, precision):
+                sigma, _ = model.field(pts, z[None].expand(l, -1))
+            sigma = sigma.float()
+            sigma = torch.where((pts * pts).sum(-1) <= radius * radius, sigma, torch.zeros_like(sigma))
+            idx = torch.arange(s, s + l)
+            yi, xi = (idx // grid).numpy(), (idx % grid).numpy()
+            out[xi, yi, :] = sigma.cpu().numpy()
+            task.advance(l)
+    return out, axis
+
+
+@torch.inference_mode()
+def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_POINTS_PER_CHUNK) -> np.ndarray:
+    """The field's colour c(x | z) at points [V, 3] -> uint8 [V, 3]."""
+    device = z.device
+    precision = resolve_precision(loaded.cfg.train.precision, device)
+    cols = []
+    for s in range(0, points.shape[0], chunk):
+        p = torch.from_numpy(np.ascontiguousarray(points[s:s + chunk], dtype=np.float32)).to(device)
+        with autocast(device, precision):
+            _, rgb = loaded.model.field(p[None], z[None])                          # one "ray" of V samples
+        cols.append(rgb[0].float().clamp(0, 1).cpu().numpy())
+    rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.float32)
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: float = MESH_THRESHOLD,
+                 progress: Progress | None = None) -> Mesh:
+    """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex."""
+    from skimage import measure
+
+    if grid < 8:
+        raise InputError("--grid", "must be at least 8")
+    if not threshold > 0:
+        raise InputError("--threshold", "must be a positive density")
+    dens, axis = density_grid(loaded, z, grid, progress)
+    top = float(dens.max())
+    if top <= threshold:
+        raise InputError("--threshold", f"no density reaches {threshold:g} (the highest is {top:.3g}); "
+                                        f"try a lower --threshold, e.g. {max(top * 0.5, 1e-3):.3g}")
+    if float(dens.min()) >= threshold:
+        raise InputError("--threshold", f"the density is above {threshold:g} everywhere; try a higher --threshold")
+    # zero-pad so that surfaces touching the grid's edge are closed
+    padded = np.pad(dens, 1, mode="constant", constant_values=0.0)
+    step = float(axis[1] - axis[0])
+    # density is higher inside the object: "ascent" winds the triangles counter-clockwise seen from outside
+    verts, faces, _, _ = measure.marching_cubes(padded, level=threshold, spacing=(step, step, step),
+                                                gradient_direction="ascent")
+    verts = verts - step + axis[0]               # undo the padding offset, then move to the object frame
+    verts = verts.astype(np.float32)
+    colors = field_colors(loaded, z, verts)
+    return Mesh(verts, faces.astype(np.int32), colors)
+
+
+# ----------------------------------------------------------------------------------------- writers
+def ply_bytes(mesh: Mesh, binary: bool = True) -> bytes:
+    v, f = len(mesh.vertices), len(mesh.faces)
+    header = ("ply\n" + ("format binary_little_endian 1.0\n" if binary else "format ascii 1.0\n") +
+              "comment written by lolnerf export-mesh\n"
+              f"element vertex {v}\nproperty float x\nproperty float y\nproperty float z\n"
+              "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+              f"element face {f}\nproperty list uchar int vertex_indices\nend_header\n").encode("ascii")
+    if binary:
+        vtype = np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3)])
+        va = np.empty(v, vtype)
+        va["xyz"], va["rgb"] = mesh.vertices, mesh.colors
+        ftype = np.dtype([("n", "u1"), ("idx", "<i4", 3)])
+        fa = np.empty(f, ftype)
+        fa["n"], fa["idx"] = 3, mesh.faces
+        return header + va.tobytes() + fa.tobytes()
+    buf = io.StringIO()
+    for (x, y, z), (r, g, b) in zip(mesh.vertices, mesh.colors):
+        buf.write(f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}\n")
+    for a, b, c in mesh.faces:
+        buf.write(f"3 {a} {b} {c}\n")
+    return header + buf.getvalue().encode("ascii")
+
+
+def obj_bytes(mesh: Mesh) -> bytes:
+    """Wavefront OBJ with vertex colours as extra `v x y z r g b` columns (r, g, b in [0, 1])."""
+    buf = io.StringIO()
+    buf.write("# written by lolnerf export-mesh; vertex colours as v x y z r g b\n")
+    cols = mesh.colors.astype(np.float32) / 255.0
+    for (x, y, z), (r, g, b) in zip(mesh.vertices, cols):
+        buf.write(f"v {x:.6f} {y:.6f} {z:.6f} {r:.4f} {g:.4f} {b:.4f}\n")
+    for a, b, c in mesh.faces + 1:
+        buf.write(f"f {a} {b} {c}\n")
+    return buf.getvalue().encode("ascii")
+
+
+def write_mesh(path: str | Path, mesh: Mesh, ascii: bool = False) -> Path:
+    """Write FILE.ply (binary little-endian unless `ascii`) or FILE.obj, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        data = ply_bytes(mesh, binary=not ascii)
+    elif suffix == ".obj":
+        data = obj_bytes(mesh)
+    else:
+        raise InputError(path, "mesh file must end in .ply or .obj")
+    atomic_write_bytes(path, data)
+    return path
+
+
+def read_ply(path: str | Path) -> Mesh:
+    """Read back a PLY written by `write_mesh` (ascii or binary little-endian; float xyz, uchar rgb, int faces)."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    if header[0] != "ply":
+        raise InputError(path, "is not a PLY file")
+    fmt = header[1].split()[1]
+    nv = int(next(h for h in header if h.startswith("element vertex")).split()[2])
+    nf = int(next(h for h in header if h.startswith("element face")).split()[2])
+    body = data[end:]
+    if fmt == "binary_little_endian":
+        vtype = np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3)])
+        va = np.frombuffer(body, vtype, count=nv)
+        ftype = np.dtype([("n", "u1"), ("idx", "<i4", 3)])
+        fa = np.frombuffer(body, ftype, count=nf, offset=nv * vtype.itemsize)
+        if not (fa["n"] == 3).all():
+            raise InputError(path, "has non-triangle faces")
+        return Mesh(va["xyz"].copy(), fa["idx"].copy(), va["rgb"].copy())
+    if fmt != "ascii":
+        raise InputError(path, f"unsupported PLY format {fmt}")
+    lines = body.decode("ascii").splitlines()
+    v = np.array([[float(t) for t in ln.split()] for ln in lines[:nv]]).reshape(nv, 6)
+    f = np.array([[int(t) for t in ln.split()] for ln in lines[nv:nv + nf]]).reshape(nf, 4)
+    if not (f[:, 0] == 3).all():
+        raise InputError(path, "has non-triangle faces")
+    return Mesh(v[:, :3].astype(np.float32), f[:, 1:].astype(np.int32), v[:, 3:].astype(np.uint8))
+

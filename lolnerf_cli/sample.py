@@ -1,0 +1,107 @@
+"""Choosing latents from a trained model: table rows, latent files, new samples, interpolation paths.
+
+Shapes: K training images, D latent width, N samples, F frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import InputError
+from .formats import load_latents
+from .model.latents import LatentGaussian
+
+
+@dataclass
+class Latent:
+    """One latent z [D] and a human-readable name of where it came from."""
+
+    z: torch.Tensor
+    source: str
+
+
+def table_row(loaded, index: int, flag: str = "--index") -> Latent:
+    """Row `index` of the model's latent table (training image `index`)."""
+    k = loaded.latents.shape[0]
+    if not -k <= index < k:
+        raise InputError(flag, f"index {index} is out of range; the model has {k} training latents (0..{k - 1})")
+    images = loaded.images()
+    name = images[index] if 0 <= index < len(images) else f"index:{index}"
+    return Latent(loaded.latents[index], f"index:{index % k} ({name})")
+
+
+def file_row(loaded, path: str | Path, row: int = 0) -> Latent:
+    """Row `row` of a latent file, checked against the model (hash and width)."""
+    path = Path(path)
+    z, sources, _ = load_latents(path, loaded.model_hash, loaded.cfg.model.latent_dim)
+    n = z.shape[0]
+    if not -n <= row < n:
+        raise InputError(path, f"has {n} latent row(s); row {row} does not exist")
+    return Latent(z[row].to(loaded.latents.device), f"{path.name}:{row % n} ({sources[row]})")
+
+
+def pick_latent(loaded, index: int | None, latent_file: str | Path | None, row: int = 0) -> Latent:
+    """Exactly one of a table index or a latent file (with its row)."""
+    if (index is None) == (latent_file is None):
+        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    if index is not None:
+        return table_row(loaded, index)
+    return file_row(loaded, latent_file, row)
+
+
+def parse_endpoint(loaded, spec: str) -> Latent:
+    """An interpolation endpoint: 'index:I', 'FILE.safetensors' (row 0) or 'FILE.safetensors:ROW'."""
+    spec = spec.strip()
+    if spec.startswith("index:"):
+        try:
+            i = int(spec[len("index:"):])
+        except ValueError:
+            raise InputError(spec, "expected index:I with an integer I") from None
+        return table_row(loaded, i, spec)
+    path, row = spec, 0
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.lower().endswith(".safetensors"):
+        try:
+            path, row = head, int(tail)
+        except ValueError:
+            raise InputError(spec, "expected FILE.safetensors:ROW with an integer ROW") from None
+    if not path.lower().endswith(".safetensors"):
+        raise InputError(spec, "an endpoint is index:I, FILE.safetensors or FILE.safetensors:ROW")
+    return file_row(loaded, path, row)
+
+
+def sample_latents(loaded, n: int, truncation: float = 0.7, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """N new identities: z = mean + psi (z_raw - mean), z_raw from a Gaussian fitted to the table by PCA.
+
+    Deterministic for a seed (CPU generator). Returns latents [N, D] (CPU) and one source per row."""
+    if n < 1:
+        raise InputError("--n", "must be at least 1")
+    if truncation < 0:
+        raise InputError("--truncation", "must be 0 or more")
+    gauss = LatentGaussian.fit(loaded.latents.detach().cpu())
+    gen = torch.Generator().manual_seed(int(seed))
+    z = gauss.sample(n, truncation, gen)
+    return z, [f"sample:seed={seed}:psi={truncation:g}:{i}" for i in range(n)]
+
+
+def interpolation_path(endpoints: torch.Tensor, frames: int) -> torch.Tensor:
+    """A linear walk through M >= 2 latents [M, D] in `frames` steps -> [F, D].
+
+    Frame 0 is the first latent and frame F-1 the last; every intermediate endpoint falls exactly on a
+    frame. The F-1 frame intervals are shared as evenly as possible among the M-1 segments, and frames
+    are evenly spaced within each segment."""
+    m = endpoints.shape[0]
+    if m < 2:
+        raise ValueError("need at least two latents")
+    if frames < m:
+        raise InputError("--frames", f"must be at least the number of endpoints ({m})")
+    intervals = frames - 1
+    out = []
+    for j in range(m - 1):
+        n_j = intervals // (m - 1) + (1 if j < intervals % (m - 1) else 0)
+        t = (torch.arange(n_j, dtype=torch.float64) / n_j).to(endpoints.dtype)[:, None]
+        out.append(endpoints[j] * (1 - t) + endpoints[j + 1] * t)
+    out.append(endpoints[-1:])
+    return torch.cat(out)

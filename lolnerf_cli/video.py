@@ -1,0 +1,303 @@
+"""Camera paths around a trained model and the files they are rendered into.
+
+- `View` / `read_view`: the mean training camera of a run (RUN/view.json), the centre of every orbit
+  and of every "mean view" image (sample grids, interpolation videos).
+- `FrameSink`: one writer for FILE.mp4 (libx264 through imageio-ffmpeg), FILE.gif (Pillow) or a folder
+  of numbered PNG frames, chosen by the output path's suffix. Files appear atomically when closed.
+- `colorize_depth`: depth map -> colour-mapped uint8 image (NaN -> black) with a fixed range, so the
+  frames of a depth video share one colour scale.
+- `render_sequence`: render (latent, camera) pairs into a sink (and optionally a depth sink).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
+from .errors import InputError
+from .formats import atomic_write_bytes, read_json
+from .progress import Progress, or_silent
+
+VIDEO_FPS = 24                 # frames per second of every video written here
+ORBIT_YAW_DEG = 35.0           # yaw amplitude of an orbit around the mean view
+ORBIT_PITCH_DEG = 12.0         # pitch amplitude of an orbit around the mean view
+NOVEL_YAW_DEG = 30.0           # the "novel view" of previews: the input camera turned this far about +Y
+DEPTH_COLORMAP = "turbo"
+DEFAULT_VIEW = (0.0, 0.0, 2.7, 30.0)   # (yaw, pitch, radius, fov) when a run has no view.json
+MP4_CRF_QUALITY = 8            # imageio-ffmpeg quality 0..10 (10 = best)
+
+
+# ----------------------------------------------------------------------------------------- views
+@dataclass
+class View:
+    """A camera on a sphere around the object, looking at the origin."""
+
+    yaw: float
+    pitch: float
+    radius: float
+    fov: float
+
+    def camera(self, size: int, yaw_offset: float = 0.0, pitch_offset: float = 0.0) -> Camera:
+        """A square `size` px camera at this view (turned by the offsets, in degrees)."""
+        f = focal_from_fov(self.fov, size)
+        eye = spherical_eye(self.yaw + yaw_offset, self.pitch + pitch_offset, self.radius)
+        return Camera(look_at(eye), f, f, size / 2, size / 2, size, size)
+
+    def orbit(self, n_frames: int, size: int) -> list[Camera]:
+        """A closed yaw/pitch loop of `n_frames` square cameras around this view."""
+        return orbit_cameras(n_frames, size, radius=self.radius, fov_deg=self.fov, yaw_amp=ORBIT_YAW_DEG,
+                             pitch_amp=ORBIT_PITCH_DEG, center_yaw=self.yaw, center_pitch=self.pitch)
+
+
+def read_view(run_root: str | Path) -> View:
+    """The mean training view of a run (RUN/view.json); a frontal default for runs without one."""
+    path = Path(run_root) / "view.json"
+    if not path.is_file():
+        return View(*DEFAULT_VIEW)
+    obj = read_json(path, "view file")
+    try:
+        vals = [float(obj[k]) for k in ("yaw", "pitch", "radius", "fov")]
+    except (KeyError, TypeError, ValueError):
+        raise InputError(path, "must hold numbers 'yaw', 'pitch', 'radius' and 'fov'") from None
+    if not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or not 0 < vals[3] < 180:
+        raise InputError(path, "has an invalid radius or field of view")
+    return View(*vals)
+
+
+def turned(camera: Camera, yaw_deg: float) -> Camera:
+    """The same camera carried around the object's vertical axis (+Y through the origin) by yaw_deg."""
+    a = math.radians(yaw_deg)
+    rot = np.eye(4)
+    rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+    return Camera(rot @ camera.c2w, camera.fx, camera.fy, camera.cx, camera.cy, camera.w, camera.h)
+
+
+# ----------------------------------------------------------------------------------------- depth colours
+def depth_range(camera: Camera, scene_radius: float) -> tuple[float, float]:
+    """The z-depths the bounding sphere can span seen from `camera`: a fixed colour scale per camera distance."""
+    dist = float(np.linalg.norm(camera.c2w[:3, 3]))
+    return max(dist - scene_radius, 0.0), dist + scene_radius
+
+
+def colorize_depth(depth: np.ndarray, near: float | None = None, far: float | None = None,
+                   cmap: str = DEPTH_COLORMAP) -> np.ndarray:
+    """depth [H, W] (NaN = no surface) -> uint8 RGB [H, W, 3]; near is the colormap's low end, NaN is black.
+
+    Without near/far the finite values' own range is used."""
+    import matplotlib
+
+    d = np.asarray(depth, dtype=np.float64)
+    finite = np.isfinite(d)
+    if near is None or far is None:
+        vals = d[finite]
+        near = float(vals.min()) if vals.size else 0.0
+        far = float(vals.max()) if vals.size else 1.0
+    span = max(far - near, 1e-9)
+    t = np.clip((np.where(finite, d, near) - near) / span, 0.0, 1.0)
+    rgb = matplotlib.colormaps[cmap](t)[..., :3]
+    rgb[~finite] = 0.0
+    return (rgb * 255 + 0.5).astype(np.uint8)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    arr = np.asarray(rgb)
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(arr, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------- writers
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def output_kind(path: str | Path) -> str:
+    """'mp4', 'gif' or 'frames' (a folder of numbered PNGs) from an output path's suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mp4":
+        return "mp4"
+    if suffix == ".gif":
+        return "gif"
+    if suffix in (".png", ".jpg", ".jpeg", ".avi", ".mov", ".webm", ".mkv"):
+        raise InputError(path, f"unsupported output type '{suffix}'; use FILE.mp4, FILE.gif or a folder")
+    return "frames"
+
+
+def sibling(path: str | Path, tag: str) -> Path:
+    """FILE.mp4 -> FILE_<tag>.mp4; DIR -> DIR_<tag> (where depth videos and frames go)."""
+    path = Path(path)
+    if output_kind(path) == "frames":
+        return path.with_name(path.name + f"_{tag}")
+    return path.with_name(f"{path.stem}_{tag}{path.suffix}")
+
+
+class FrameSink:
+    """Collects uint8 RGB frames into FILE.mp4, FILE.gif or DIR/frame_0000.png ... (atomic on close)."""
+
+    def __init__(self, path: str | Path, fps: int = VIDEO_FPS):
+        self.path = Path(path)
+        self.kind = output_kind(self.path)
+        self.fps = fps
+        self.count = 0
+        self.size: tuple[int, int] | None = None
+        self._gif: list[np.ndarray] = []
+        self._writer = None
+        self._tmp: str | None = None
+        try:
+            if self.kind == "frames":
+                if self.path.exists() and not self.path.is_dir():
+                    raise InputError(self.path, "exists and is not a folder")
+                self.path.mkdir(parents=True, exist_ok=True)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(self.path, f"cannot be created ({exc.strerror or exc})") from None
+
+    def append(self, frame: np.ndarray) -> None:
+        frame = to_uint8(frame)
+        if frame.ndim == 2:
+            frame = np.repeat(frame[..., None], 3, axis=2)
+        if self.size is None:
+            self.size = (frame.shape[1], frame.shape[0])
+        elif (frame.shape[1], frame.shape[0]) != self.size:
+            raise ValueError("all frames of a video must have the same size")
+        if self.kind == "frames":
+            from .images import save_png
+
+            save_png(self.path / f"frame_{self.count:04d}.png", frame)
+        elif self.kind == "gif":
+            self._gif.append(frame)
+        else:
+            self._append_mp4(frame)
+        self.count += 1
+
+    def _append_mp4(self, frame: np.ndarray) -> None:
+        # libx264 with yuv420p needs an even width and height: pad the last row/column by repetition
+        ph, pw = frame.shape[0] % 2, frame.shape[1] % 2
+        if ph or pw:
+            frame = np.pad(frame, ((0, ph), (0, pw), (0, 0)), mode="edge")
+        if self._writer is None:
+            import imageio.v2 as iio
+
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".mp4", dir=self.path.parent)
+            os.close(fd)
+            self._writer = iio.get_writer(self._tmp, format="FFMPEG", mode="I", fps=self.fps, codec="libx264",
+                                          quality=MP4_CRF_QUALITY, pixelformat="yuv420p", macro_block_size=1,
+                                          ffmpeg_log_level="error")
+        self._writer.append_data(frame)
+
+    def close(self) -> None:
+        if self.count == 0:
+            raise ValueError("no frames were written")
+        if self.kind == "gif":
+            from PIL import Image
+
+            imgs = [Image.fromarray(f) for f in self._gif]
+            buf = io.BytesIO()
+            imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], loop=0,
+                         duration=max(int(round(1000 / self.fps)), 20), disposal=2)
+            atomic_write_bytes(self.path, buf.getvalue())
+            self._gif = []
+        elif self.kind == "mp4" and self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            os.chmod(self._tmp, 0o666 & ~_umask())      # mkstemp makes 0600; give the usual file mode
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - cleaning up after another error
+                pass
+            self._writer = None
+        if self._tmp is not None:
+            try:
+                os.unlink(self._tmp)
+            except OSError:
+                pass
+            self._tmp = None
+
+    def __enter__(self) -> "FrameSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def describe(self) -> str:
+        if self.kind == "frames":
+            return f"{self.path}/frame_0000.png .. frame_{self.count - 1:04d}.png"
+        return str(self.path)
+
+
+# ----------------------------------------------------------------------------------------- rendering
+@dataclass
+class SequenceStats:
+    frames: int
+    seconds: float
+    width: int
+    height: int
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000.0 * self.seconds / max(self.frames, 1)
+
+
+def render_sequence(loaded, latents: torch.Tensor | Sequence[torch.Tensor], cameras: Sequence[Camera],
+                    sink: FrameSink, depth_sink: FrameSink | None = None, precision: str = "fp32",
+                    progress: Progress | None = None, description: str = "rendering frames") -> SequenceStats:
+    """Render frame i = (latents[i] [D], cameras[i]) into `sink` (and its depth into `depth_sink`).
+
+    `latents` may also be a single [D] latent used for every camera."""
+    from .render import render_image
+
+    if isinstance(latents, torch.Tensor) and latents.ndim == 1:
+        latents = [latents] * len(cameras)
+    if len(latents) != len(cameras):
+        raise ValueError("one latent per camera")
+    radius = loaded.cfg.model.scene_radius
+    render_s = 0.0
+    with or_silent(progress).task(description, total=len(cameras)) as task:
+        for z, cam in zip(latents, cameras):
+            t0 = time.perf_counter()
+            out = render_image(loaded.model, z, cam, loaded.cfg.render, precision)
+            render_s += time.perf_counter() - t0
+            sink.append(out["rgb"])
+            if depth_sink is not None:
+                depth_sink.append(colorize_depth(out["depth"], *depth_range(cam, radius)))
+            task.advance(1, ms_per_frame=1000.0 * render_s / (sink.count or 1))
+    return SequenceStats(len(cameras), render_s, cameras[0].w if cameras else 0, cameras[0].h if cameras else 0)
+
+
+def grid(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile equally sized images [H, W, 3] into a near-square grid (cols = ceil(sqrt(n))), black padding."""
+    imgs = [to_uint8(im) for im in images]
+    n = len(imgs)
+    if n == 0:
+        raise ValueError("no images to tile")
+    cols = cols or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    h, w = imgs[0].shape[:2]
+    out = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, 3), np.uint8)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, cols)
+        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = im
+    return out
+

@@ -1,0 +1,19 @@
+"""Shared fixtures. `synth_data` is one small synthetic dataset for the whole test session."""
+
+from __future__ import annotations
+
+import pytest
+
+# Parameters of the shared dataset (tests may read these to know what to expect).
+SYNTH_N, SYNTH_RES, SYNTH_HOLDOUT, SYNTH_SEED = 24, 32, 2, 0
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A dataset folder written by `synthesize`: 24 photos at 32 px plus 2 holdout objects (query + 4
+    views each, with depth). Shared by the session: tests must not modify it (copy it first)."""
+    from lolnerf_cli.synth import synthesize
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synthesize(root, n=SYNTH_N, resolution=SYNTH_RES, holdout=SYNTH_HOLDOUT, seed=SYNTH_SEED)
+    return root

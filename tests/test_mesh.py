@@ -1,0 +1,90 @@
+"""`lolnerf export-mesh`: marching cubes of a model whose geometry is known (a solid cube), PLY/OBJ files
+that parse back, vertex colours from the field, outward-facing triangles, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from use_models import CUBE_RGB, cube_run, cube_surface, error_line, invoke
+
+GRID = 32
+
+
+@pytest.fixture(scope="module")
+def cube(tmp_path_factory):
+    return cube_run(tmp_path_factory)
+
+
+def _check_cube_mesh(mesh, threshold: float):
+    assert len(mesh.faces) > 100 and len(mesh.vertices) > 50
+    assert mesh.faces.min() >= 0 and mesh.faces.max() < len(mesh.vertices)
+    inf = np.abs(mesh.vertices).max(axis=1)
+    surface, cell = cube_surface(threshold), 2.0 / (GRID - 1)
+    assert inf.max() == pytest.approx(surface, abs=cell)       # the faces of the cube ...
+    assert inf.min() > surface - 2 * cell                      # ... and nothing far inside it (rounded edges only)
+    # every face of the six sides is seen: vertices reach both ends of every axis
+    for axis in range(3):
+        assert mesh.vertices[:, axis].min() < -surface + cell and mesh.vertices[:, axis].max() > surface - cell
+    # colours come from the field (uniform), not a default
+    assert np.abs(mesh.colors.astype(float) / 255 - np.array(CUBE_RGB)).max() < 2 / 255
+    # triangles wind counter-clockwise seen from outside: normals point away from the centre
+    v = mesh.vertices[mesh.faces]
+    normals = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    assert (np.einsum("fi,fi->f", normals, v.mean(axis=1)) > 0).mean() > 0.99
+
+
+def test_export_binary_ply_of_a_solid_cube(cube, tmp_path):
+    from lolnerf_cli.mesh import read_ply
+
+    out = tmp_path / "cube.ply"
+    res = invoke(["export-mesh", "--model", str(cube), "--index", "0", "--out", str(out), "--grid", str(GRID),
+                  "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\n")
+    mesh = read_ply(out)
+    _check_cube_mesh(mesh, 10.0)
+    assert f"{len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces" in res.stdout
+
+
+def test_ascii_ply_and_obj_hold_the_same_mesh(cube, tmp_path):
+    from lolnerf_cli.mesh import extract_mesh, read_ply, write_mesh
+    from lolnerf_cli.model import load_model
+
+    loaded = load_model(cube)
+    mesh = extract_mesh(loaded, loaded.latents[1], GRID, 20.0)
+    _check_cube_mesh(mesh, 20.0)
+    write_mesh(tmp_path / "a.ply", mesh, ascii=True)
+    back = read_ply(tmp_path / "a.ply")
+    assert np.allclose(back.vertices, mesh.vertices, atol=1e-5)
+    assert (back.faces == mesh.faces).all() and (back.colors == mesh.colors).all()
+
+    write_mesh(tmp_path / "a.obj", mesh)
+    lines = (tmp_path / "a.obj").read_text().splitlines()
+    v = np.array([[float(t) for t in ln.split()[1:]] for ln in lines if ln.startswith("v ")])
+    f = np.array([[int(t) for t in ln.split()[1:]] for ln in lines if ln.startswith("f ")])
+    assert v.shape == (len(mesh.vertices), 6) and f.shape == mesh.faces.shape
+    assert np.allclose(v[:, :3], mesh.vertices, atol=1e-5)
+    assert np.allclose(v[:, 3:], mesh.colors / 255.0, atol=1e-3)
+    assert f.min() == 1 and (f - 1 == mesh.faces).all()                  # OBJ indices are 1-based
+
+
+def test_empty_density_suggests_a_lower_threshold(cube, tmp_path):
+    out = tmp_path / "none.ply"
+    res = invoke(["export-mesh", "--model", str(cube), "--index", "0", "--out", str(out), "--grid", "16",
+                  "--threshold", "1000", "--device", "cpu"])
+    assert res.exit_code == 2
+    line = error_line(res)
+    assert "--threshold" in line and "lower" in line
+    assert not out.exists()
+
+
+def test_mesh_usage_errors(cube, tmp_path):
+    res = invoke(["export-mesh", "--model", str(cube), "--index", "0", "--out", str(tmp_path / "m.stl")])
+    assert res.exit_code == 2 and "m.stl" in error_line(res)
+    res = invoke(["export-mesh", "--model", str(cube), "--out", str(tmp_path / "m.ply")])
+    assert res.exit_code == 2 and "--index" in error_line(res)
+    res = invoke(["export-mesh", "--model", str(cube), "--index", "7", "--out", str(tmp_path / "m.ply")])
+    assert res.exit_code == 2 and "out of range" in error_line(res)
+    res = invoke(["export-mesh", "--model", str(tmp_path / "nope"), "--index", "0", "--out", str(tmp_path / "m.ply")])
+    assert res.exit_code == 2 and "nope" in error_line(res)

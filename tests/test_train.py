@@ -1,0 +1,191 @@
+"""Training: the run folder contract, exact resume, kill -9 safety, DDP on gloo, NaN handling, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lolnerf_cli import train as train_mod
+from lolnerf_cli.errors import InputError, LolnerfError
+from lolnerf_cli.formats import read_log
+from lolnerf_cli.losses import hard_surface_loss
+from lolnerf_cli.model import load_model
+from lolnerf_cli.train import Trainer, resolve_config
+
+LOLNERF = [sys.executable, "-m", "lolnerf_cli"]
+
+
+def _cfg(run, steps=20, **over):
+    ov = {"train.steps": steps, "train.precision": "fp32", "train.preview_every": 0}
+    ov.update({f"train.{k}": v for k, v in over.items()})
+    return resolve_config(run, "tiny", False, ov)
+
+
+def test_train_writes_the_run_folder_of_the_spec(synth_data, tmp_path):
+    run = tmp_path / "run"
+    summary = train_mod.train(synth_data, run, "tiny", steps=20, preview_every=10, log_every=5)
+    assert summary["step"] == 20
+    for name in ("config.json", "model.safetensors", "trainer.safetensors", "trainer.json", "keypoints.json",
+                 "images.json", "log.jsonl"):
+        assert (run / name).is_file(), name
+    assert (run / "previews" / "step_0000010.png").is_file()
+    images = json.loads((run / "images.json").read_text())["images"]
+    weights = load_file(run / "model.safetensors")
+    assert weights["latents"].shape == (len(images), 16)
+    log = read_log(run / "log.jsonl")
+    assert [r["step"] for r in log] == [5, 10, 15, 20]
+    for key in ("step", "loss", "psnr", "lr", "rays_per_s", "samples_per_s", "elapsed_s"):
+        assert key in log[-1]
+    assert log[-1]["lr"] < log[0]["lr"]                       # exponential decay
+    loaded = load_model(run)
+    assert loaded.latents.shape[0] == len(images)
+
+
+def test_resume_continues_exactly(synth_data, tmp_path):
+    cfg = _cfg(tmp_path / "a", steps=24)
+    Trainer(synth_data, tmp_path / "a", cfg).fit()
+    Trainer(synth_data, tmp_path / "b", cfg).fit(stop_at=11)          # as if interrupted after step 11
+    cfg_b = resolve_config(tmp_path / "b", None, True, {})
+    Trainer(synth_data, tmp_path / "b", cfg_b, resume=True).fit()
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in read_log(tmp_path / "b" / "log.jsonl")][-1] == 24
+
+
+def test_kill_9_during_training_then_resume(synth_data, tmp_path):
+    run = tmp_path / "run"
+    cmd = LOLNERF + ["train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "100000",
+                     "--checkpoint-every", "4", "--log-every", "1", "--preview-every", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            tj = run / "trainer.json"
+            if tj.is_file() and json.loads(tj.read_text())["step"] >= 12:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("training made no checkpoint in time")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    # the run folder is readable right after the kill
+    ckpt_step = json.loads((run / "trainer.json").read_text())["step"]
+    loaded = load_model(run)
+    assert loaded.latents.shape[1] == 16
+    last_logged = read_log(run / "log.jsonl")[-1]["step"]
+    assert last_logged - ckpt_step <= 4 + 1                        # at most one checkpoint interval lost
+    # resume runs to the end from the checkpoint
+    r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(run), "--resume", "--steps",
+                                  str(ckpt_step + 6)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    log = read_log(run / "log.jsonl")
+    steps = [rec["step"] for rec in log]
+    assert steps == sorted(set(steps)) and steps[-1] == ckpt_step + 6
+
+
+def test_ctrl_c_saves_a_checkpoint(synth_data, tmp_path):
+    run = tmp_path / "run"
+    cmd = LOLNERF + ["train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "100000",
+                     "--checkpoint-every", "100000", "--log-every", "1", "--preview-every", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if len(read_log(run / "log.jsonl")) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    saved = json.loads((run / "trainer.json").read_text())["step"]
+    assert saved >= 5
+    assert "resume" in err
+
+
+def test_two_process_ddp_on_gloo(synth_data, tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+           "-m", "lolnerf_cli", "train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "12",
+           "--device", "cpu", "--precision", "fp32", "--preview-every", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads((run / "trainer.json").read_text())
+    assert info["world_size"] == 2 and info["step"] == 12
+    k = len(json.loads((run / "images.json").read_text())["images"])
+    lat = load_file(run / "model.safetensors")["latents"]
+    assert lat.shape[0] == k
+    # rows of both ranks were trained (moved away from their small initial noise)
+    from lolnerf_cli.model.latents import init_table
+
+    init = init_table(k, 16, 0.01, torch.Generator().manual_seed(1))
+    moved = (lat - init).abs().sum(1) > 1e-6
+    assert bool(moved[0::2].any()) and bool(moved[1::2].any())
+
+
+def test_non_finite_losses_are_skipped_then_stop(synth_data, tmp_path, monkeypatch):
+    real = train_mod.render_rays
+    calls = {"n": 0}
+
+    def flaky(*a, **kw):
+        out = real(*a, **kw)
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            out.rgb = out.rgb * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "render_rays", flaky)
+    summary = Trainer(synth_data, tmp_path / "a", _cfg(tmp_path / "a", steps=8)).fit()
+    assert summary["step"] == 8 and summary["bad_steps"] == 2
+
+    monkeypatch.setattr(train_mod, "render_rays", lambda *a, **kw: _nan(real(*a, **kw)))
+    with pytest.raises(LolnerfError, match="diverged"):
+        Trainer(synth_data, tmp_path / "b", _cfg(tmp_path / "b", steps=50, max_bad_steps=5)).fit()
+    assert (tmp_path / "b" / "trainer.safetensors").is_file()      # the state before divergence is kept
+
+
+def _nan(out):
+    out.rgb = out.rgb * float("nan")
+    return out
+
+
+def test_hard_surface_loss_prefers_zero_or_one():
+    w = torch.linspace(0, 1, 101, requires_grad=True)
+    per = torch.stack([hard_surface_loss(x.reshape(1, 1)) for x in w])
+    assert per[0] < 1e-6 and per[-1] < 1e-6 and per.argmax() == 50
+    hard_surface_loss(w[None]).backward()
+    assert (w.grad[10:50] > 0).all() and (w.grad[51:91] < 0).all()   # descent pushes w to the nearer of 0, 1
+
+
+def test_cli_errors_are_one_line_exit_2(synth_data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run(LOLNERF + ["train", str(empty), "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert r.returncode == 2 and "transforms.json" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(tmp_path / "r"), "--preset", "huge"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown preset" in r.stderr
+    r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(tmp_path / "nothing"), "--resume"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "trainer.safetensors" in r.stderr
+
+
+def test_resume_refuses_a_changed_model(synth_data, tmp_path):
+    Trainer(synth_data, tmp_path / "a", _cfg(tmp_path / "a", steps=3)).fit()
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    cfg["model"]["width"] = 48
+    (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="different model"):
+        Trainer(synth_data, tmp_path / "a", resolve_config(tmp_path / "a", None, True, {}), resume=True)
