@@ -124,8 +124,9 @@ def reporter() -> RichProgressReporter:
     return RichProgressReporter()
 
 
-@app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context,
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
           version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     """lolnerf: a LOLNeRF toolkit (GLO latents + a latent-conditioned NeRF, cameras from landmarks)."""
     STATE["debug"] = STATE["debug"] or debug
@@ -133,6 +134,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
         from . import __version__
 
         console.print(f"lolnerf {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
         raise typer.Exit(0)
 
 

@@ -13,18 +13,26 @@ images at once and the Jacobian's sparsity pattern is given explicitly (each ima
 only its own camera, the keypoints and g). Residuals are measured in percent of each image's landmark
 spread (RMS distance of the landmarks from their centroid) so that big and small photos count alike.
 
-Initialisation: the canonical keypoints start from a mean frontal face template (face5) or, for other
-schemes, from an affine (Tomasi-Kanade) factorisation of all landmarks with a metric upgrade, whose
-depth-mirror ambiguity is settled by trying both; each camera starts from a closed-form
-weak-perspective fit to the current keypoints.
+Steps: the canonical keypoints start from a mean frontal face template (face5) or, for other schemes,
+from an affine (Tomasi-Kanade) factorisation of all landmarks with a metric upgrade, whose depth-mirror
+ambiguity is settled by trying both. Each camera starts from a closed-form weak-perspective fit, refined
+by a batched per-frame Levenberg-Marquardt (the "PnP" step; frames are independent given the
+keypoints). A few rounds of keypoints-given-cameras (linear triangulation) / cameras-given-keypoints
+bring the shape close, then the joint `least_squares` solve runs on the frames that are not gross
+outliers (at most JOINT_MAX_FRAMES of them), and finally every frame is refined against the fitted
+keypoints and shared focal ratio.
+
+Public: `fit_cameras` (the command), `solve_cameras` (arrays in, CameraSolution out),
+`fit_single_camera` (one photo against fixed keypoints, for `invert`), `FACE5_TEMPLATE`.
 
 Gauge (SPEC object frame): for face5 the eye line becomes +X, the eyes-above-mouth direction +Y and the
 face normal +Z, and scale and offset best match the template, which puts the face at the front of the
 unit sphere with the head inside it. Other schemes are centred on the keypoints, +Z points to the mean
 camera, +Y is the cameras' mean up direction, and the keypoints fit a sphere of radius 0.8.
 
-A frame is flagged when its landmark RMSE exceeds FLAG_FRACTION of its landmark spread (10 %: a
-wrong detection or a heavily occluded face); training leaves flagged frames out by default.
+A frame is flagged when its landmark RMSE exceeds 15 % of its landmark spread (or 3x the median ratio
+over the dataset, if larger, up to 35 %), or a keypoint lands behind its camera: a wrong detection, a
+heavily occluded or distorted face. Training leaves flagged frames out by default.
 """
 
 from __future__ import annotations
@@ -43,21 +51,28 @@ from .formats import (FACE5_NAMES, Frame, Keypoints, Landmarks, Transforms, data
                       write_keypoints, write_transforms)
 from .progress import Progress, or_silent
 
-# Mean frontal face in the object frame (millimetres of an adult head / 140 mm): eyes, nose tip and mouth
-# corners at the front of a sphere around the head's centre, so the whole head fits the unit sphere.
-FACE5_TEMPLATE = np.array([[-32.0, 5.0, 80.0], [32.0, 5.0, 80.0], [0.0, -35.0, 105.0],
-                           [-25.0, -68.0, 78.0], [25.0, -68.0, 78.0]]) / 140.0
+# Mean frontal face in the object frame: millimetres of an adult face measured from the head's centre,
+# one scene unit = 220 mm, so a head with hair and some neck fits the unit sphere with the face at its
+# front (the proportions of `lolnerf synth`'s heads, whose keypoints it matches within a few hundredths).
+FACE5_TEMPLATE = np.array([[-32.0, 15.0, 100.0], [32.0, 15.0, 100.0], [0.0, -25.0, 125.0],
+                           [-25.0, -60.0, 102.0], [25.0, -60.0, 102.0]]) / 220.0
 DEFAULT_FOV_DEG = 30.0          # focal prior (over the image's longer side) when no focal length is given
-FLAG_FRACTION = 0.10            # flagged when landmark RMSE > this fraction of the landmark spread
+FLAG_FRACTION = 0.15            # flagged when landmark RMSE > this fraction of the landmark spread ...
+FLAG_MEDIAN_FACTOR = 3.0        # ... or this many times the median such ratio, whichever is larger,
+FLAG_MAX_FRACTION = 0.35        # ... capped here (random points give 0.2 - 0.7)
 GENERIC_RADIUS = 0.8            # other schemes: keypoints scaled to fit a sphere of this radius
 MIN_FRAMES_FOR_SHAPE = 3        # fitting canonical keypoints needs at least this many frames
 ROBUST_SCALE = 3.0              # soft-L1 scale, in percent of the landmark spread
 NOISE_UNIT = 2.0                # assumed landmark noise (percent of spread) used to weigh the priors
 SIGMA_LOG_FOCAL_IMAGE = 0.25    # prior std of one image's log focal around the shared value
 SIGMA_LOG_FOCAL_SHARED = 1.0    # prior std of the shared log focal ratio around the FOV prior
-KEYPOINT_GAUGE_WEIGHT = 1.0     # tiny pull of the keypoints to their start: fixes the gauge, no real bias
-STAGES = [("linear", 1.0), ("soft_l1", ROBUST_SCALE)]
+GAUGE_WEIGHT = 1000.0           # holds the keypoints' centroid, orientation and RMS size at their start
+STAGES = [("soft_l1", ROBUST_SCALE)]
+OUTLIER_FRACTION = 0.3         # frames whose start fit is worse than this (x spread) stay out of the joint fit
 JOINT_MAX_FRAMES = 3000         # above this, keypoints and g come from a random subset of this size
+# top-level key + value marking a transforms.json written by fit_cameras (its cameras live in the fitted
+# object frame, not a calibration frame); `lolnerf eval --frames auto` reads it
+CAMERA_SOURCE_KEY, CAMERA_SOURCE_FITTED = "camera_source", "fit-cameras"
 
 
 # ----------------------------------------------------------------------------------------- geometry helpers
@@ -112,13 +127,11 @@ def _factorization_shape(obs: np.ndarray) -> np.ndarray:
     k, n, _ = c.shape
     w = c.transpose(0, 2, 1).reshape(2 * k, n)                      # rows: u of frame 0, v of frame 0, ...
     keep = np.ones(k, dtype=bool)
-    for _ in range(3):                                              # drop frames far from the rank-3 fit
-        u, s, vt = np.linalg.svd(w[np.repeat(keep, 2)], full_matrices=False)
-        off = (w - (w @ vt[:3].T) @ vt[:3]).reshape(k, 2 * n)
+    for it in range(5):                                             # drop frames far from the rank-3 fit:
+        u, s, vt = np.linalg.svd(w[np.repeat(keep, 2)], full_matrices=False)     # the best half first,
+        off = (w - (w @ vt[:3].T) @ vt[:3]).reshape(k, 2 * n)                    # then all that fit well
         err = np.sqrt((off ** 2).sum(1))
-        keep = err <= max(3.0 * np.median(err[keep]), 1e-9)
-        if keep.sum() < max(3, k // 4):
-            keep = err <= np.quantile(err, 0.5)
+        keep = err <= (np.median(err) if it == 0 else max(3.0 * np.median(err[keep]), 1e-9))
     u, s, vt = np.linalg.svd(w[np.repeat(keep, 2)], full_matrices=False)
     root = np.sqrt(s[:3])
     mot = u[:, :3] * root
@@ -162,30 +175,37 @@ class _Problem:
 
 
 @dataclass
-class _Solution:
-    X: np.ndarray                   # [N, 3]
-    rot: np.ndarray                 # [K, 3, 3] world -> camera (OpenCV axes)
-    t: np.ndarray                   # [K, 3]
-    f: np.ndarray                   # [K]
-    g: float
+class CameraSolution:
+    """Keypoints and cameras as the solver sees them (world-to-camera, OpenCV axes: x right, y down,
+    z forward); `c2w()` gives the SPEC camera-to-world matrices."""
+
+    X: np.ndarray                   # [N, 3] keypoints in the object frame
+    rot: np.ndarray                 # [K, 3, 3] world -> camera rotation
+    t: np.ndarray                   # [K, 3] world -> camera translation
+    f: np.ndarray                   # [K] focal lengths, pixels
+    g: float                        # shared log focal ratio (f = max(w, h) * exp(g + d_k))
     cost: float = 0.0
     nfev: int = 0
+
+    def c2w(self) -> np.ndarray:
+        """Camera-to-world [K, 4, 4], OpenGL axes (SPEC / nerfstudio)."""
+        return _c2w_opengl(self.rot, self.t)
 
 
 def _project(X: np.ndarray, rot: np.ndarray, t: np.ndarray, f: np.ndarray, cc: np.ndarray):
     """Pixels [K, N, 2] and depths [K, N] of keypoints X [N, 3] (or per frame [K, N, 3])."""
     if X.ndim == 2:
-        p = np.einsum("kij,nj->kni", rot, X) + t[:, None, :]
+        p = np.matmul(rot, X.T).transpose(0, 2, 1) + t[:, None, :]
     else:
-        p = np.einsum("kij,knj->kni", rot, X) + t[:, None, :]
+        p = np.matmul(X, rot.transpose(0, 2, 1)) + t[:, None, :]
     z = p[..., 2]
     zs = np.maximum(z, 1e-6)
     uv = cc[:, None, :] + f[:, None, None] * p[..., :2] / zs[..., None]
     return uv, z
 
 
-def _solve(prob: _Problem, init: _Solution, fit_kp: bool, X_prior: np.ndarray | None = None,
-           max_nfev: int = 200, fixed_g: bool = False) -> _Solution:
+def _solve(prob: _Problem, init: CameraSolution, fit_kp: bool, X_prior: np.ndarray | None = None,
+           max_nfev: int = 200, fixed_g: bool = False) -> CameraSolution:
     """One robust joint least-squares solve started from `init`."""
     k, n = prob.k, prob.n
     fit_f = prob.focal is None
@@ -194,6 +214,9 @@ def _solve(prob: _Problem, init: _Solution, fit_kp: bool, X_prior: np.ndarray | 
     n_kp = 3 * n if fit_kp else 0
     off_cam = n_kp + (1 if fit_g else 0)
     X_prior = init.X if X_prior is None else X_prior
+    prior_mean = X_prior.mean(0)
+    prior_c = X_prior - prior_mean
+    prior_rms = float(np.sqrt((prior_c ** 2).sum() / n))
     w_d = NOISE_UNIT / SIGMA_LOG_FOCAL_IMAGE
     w_g = NOISE_UNIT / SIGMA_LOG_FOCAL_SHARED
     d0 = (np.log(init.f / prob.size) - init.g) if fit_f else None
@@ -216,8 +239,11 @@ def _solve(prob: _Problem, init: _Solution, fit_kp: bool, X_prior: np.ndarray | 
             res.append(w_d * cam[:, 6])
         if fit_g:
             res.append(np.atleast_1d(w_g * (g - prob.g0)))
-        if fit_kp:
-            res.append(KEYPOINT_GAUGE_WEIGHT * (X - X_prior).ravel())
+        if fit_kp:                                                  # gauge: keep the start's position,
+            xc = X - X.mean(0)                                      # orientation and size (no shape bias)
+            res.append(GAUGE_WEIGHT * (X.mean(0) - prior_mean))
+            res.append(GAUGE_WEIGHT * np.cross(prior_c, xc).sum(0))
+            res.append(np.atleast_1d(GAUGE_WEIGHT * (np.sqrt((xc ** 2).sum() / n) - prior_rms)))
         return np.concatenate(res)
 
     # ---- sparsity: reprojection row (k, n, c) <- X_n, g, camera k; prior rows <- their own parameter
@@ -245,9 +271,9 @@ def _solve(prob: _Problem, init: _Solution, fit_kp: bool, X_prior: np.ndarray | 
         cols.append(np.array([n_kp]))
         r += 1
     if fit_kp:
-        rows.append(r + np.arange(3 * n))
-        cols.append(np.arange(3 * n))
-        r += 3 * n
+        rows.append(np.repeat(r + np.arange(7), 3 * n))
+        cols.append(np.tile(np.arange(3 * n), 7))
+        r += 7
     n_par = off_cam + k * p_cam
     pattern = sp.coo_matrix((np.ones(sum(a.size for a in rows), dtype=np.int8),
                              (np.concatenate(rows), np.concatenate(cols))), shape=(r, n_par)).tocsr()
@@ -269,16 +295,131 @@ def _solve(prob: _Problem, init: _Solution, fit_kp: bool, X_prior: np.ndarray | 
     for loss, scale in STAGES:
         sol = least_squares(residuals, x0 if sol is None else sol.x, jac_sparsity=pattern, method="trf",
                             tr_solver="lsmr", loss=loss, f_scale=scale, x_scale="jac", max_nfev=max_nfev,
-                            ftol=1e-7, xtol=1e-9, gtol=1e-9)
+                            ftol=1e-5, xtol=1e-8, gtol=1e-8)
     X, g, cam, f = unpack(sol.x)
-    return _Solution(X.copy(), _rotmats(cam[:, :3]), cam[:, 3:6].copy(), np.asarray(f, dtype=np.float64).copy(),
+    return CameraSolution(X.copy(), _rotmats(cam[:, :3]), cam[:, 3:6].copy(), np.asarray(f, dtype=np.float64).copy(),
                      float(g), float(sol.cost), int(sol.nfev))
 
 
-def _init_solution(prob: _Problem, X: np.ndarray) -> _Solution:
-    f = prob.focal if prob.focal is not None else prob.size * math.exp(prob.g0)
+def _init_solution(prob: _Problem, X: np.ndarray, g: float | None = None) -> CameraSolution:
+    """Closed-form weak-perspective cameras for keypoints X (focal at the shared prior)."""
+    g = prob.g0 if g is None else g
+    f = prob.focal if prob.focal is not None else prob.size * math.exp(g)
     rot, t = _affine_init(X, prob.obs, f, prob.cc)
-    return _Solution(X.copy(), rot, t, np.asarray(f, dtype=np.float64), prob.g0)
+    return CameraSolution(X.copy(), rot, t, np.asarray(f, dtype=np.float64), g)
+
+
+def _spd_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve many small symmetric positive definite systems a [K, P, P] x = b [K, P] (vectorised Cholesky;
+    numpy's batched solve is slow for tiny matrices)."""
+    k, p, _ = a.shape
+    low = np.zeros_like(a)
+    for j in range(p):
+        d = a[:, j, j] - (low[:, j, :j] ** 2).sum(1)
+        low[:, j, j] = np.sqrt(np.maximum(d, 1e-300))
+        if j + 1 < p:
+            low[:, j + 1:, j] = (a[:, j + 1:, j] - np.einsum("kim,km->ki", low[:, j + 1:, :j], low[:, j, :j])) \
+                / low[:, j, j, None]
+    y = np.zeros_like(b)
+    for j in range(p):
+        y[:, j] = (b[:, j] - (low[:, j, :j] * y[:, :j]).sum(1)) / low[:, j, j]
+    x = np.zeros_like(b)
+    for j in reversed(range(p)):
+        x[:, j] = (y[:, j] - (low[:, j + 1:, j] * x[:, j + 1:]).sum(1)) / low[:, j, j]
+    return x
+
+
+def _refine_frames(prob: _Problem, sol: CameraSolution, iters: int = 40) -> CameraSolution:
+    """Perspective refinement of every frame's camera against fixed keypoints and shared focal ratio.
+
+    The frames are independent, so this is a batched Levenberg-Marquardt (one damping per frame, 7x7
+    normal equations solved for all frames at once, converged frames dropped from the batch) with the
+    same robust soft-L1 cost and focal prior as the joint solve: the per-image "PnP" start of the joint
+    solve, and the final per-frame pass."""
+    k, n = prob.k, prob.n
+    fit_f = prob.focal is None
+    w_d = NOISE_UNIT / SIGMA_LOG_FOCAL_IMAGE
+    cam = [_rotvecs(sol.rot), sol.t]
+    if fit_f:
+        cam.append((np.log(sol.f / prob.size) - sol.g)[:, None])
+    cam = np.concatenate(cam, axis=1)
+    p_cam = cam.shape[1]
+
+    def res(c, idx):                                                # [k', 2N (+1)] normalised residuals
+        f = prob.size[idx] * np.exp(sol.g + c[:, 6]) if fit_f else prob.focal[idx]
+        uv, _ = _project(sol.X, _rotmats(c[:, :3]), c[:, 3:6], f, prob.cc[idx])
+        r = ((uv - prob.obs[idx]) * prob.norm[idx, None, None]).reshape(len(idx), 2 * n)
+        return np.concatenate([r, w_d * c[:, 6:7]], axis=1) if fit_f else r
+
+    def cost(r):
+        return (2 * ROBUST_SCALE ** 2 * (np.sqrt(1 + (r / ROBUST_SCALE) ** 2) - 1)).sum(1)
+
+    every = np.arange(k)
+    r_all = res(cam, every)
+    c_all = cost(r_all)
+    lam = np.full(k, 1e-3)
+    active = every
+    eye = np.eye(p_cam)[None]
+    for _ in range(iters):
+        if active.size == 0:
+            break
+        c_act, r = cam[active], r_all[active]
+        step_h = 1e-6 * np.maximum(1.0, np.abs(c_act))
+        jac = np.empty(r.shape + (p_cam,))
+        for j in range(p_cam):                                      # one pass per parameter, all frames at once
+            cp = c_act.copy()
+            cp[:, j] += step_h[:, j]
+            jac[:, :, j] = (res(cp, active) - r) / step_h[:, j, None]
+        wgt = 1.0 / np.sqrt(1 + (r / ROBUST_SCALE) ** 2)            # soft-L1 IRLS weights
+        jw = jac * wgt[..., None]
+        a = np.matmul(jw.transpose(0, 2, 1), jac)
+        b = np.einsum("kmi,km->ki", jw, r)
+        a_damped = a + lam[active, None, None] * (a * eye) + 1e-9 * eye
+        new = c_act + _spd_solve(a_damped, -b)
+        rn = res(new, active)
+        cn = cost(rn)
+        better = np.isfinite(cn) & (cn < c_all[active])
+        gain = np.where(better, (c_all[active] - cn) / np.maximum(c_all[active], 1e-12), 0.0)
+        upd = active[better]
+        cam[upd], r_all[upd], c_all[upd] = new[better], rn[better], cn[better]
+        lam[active] = np.clip(np.where(better, lam[active] * 0.3, lam[active] * 10.0), 1e-9, 1e9)
+        done = (better & (gain < 1e-9)) | (lam[active] > 1e6)
+        active = active[~done]
+    f = prob.size * np.exp(sol.g + cam[:, 6]) if fit_f else prob.focal
+    return CameraSolution(sol.X.copy(), _rotmats(cam[:, :3]), cam[:, 3:6].copy(), np.asarray(f, np.float64).copy(),
+                     sol.g, float(c_all.sum() / 2), sol.nfev)
+
+
+def _triangulate(prob: _Problem, sol: CameraSolution) -> np.ndarray:
+    """Keypoints [N, 3] that best fit every frame's current camera (linear, robustly weighted)."""
+    p = np.einsum("kij,nj->kni", sol.rot, sol.X) + sol.t[:, None, :]
+    z = np.maximum(p[..., 2], 1e-6)                                  # [K, N]
+    uv = prob.cc[:, None, :] + sol.f[:, None, None] * p[..., :2] / z[..., None]
+    err = np.linalg.norm((uv - prob.obs) * prob.norm[:, None, None], axis=-1)
+    wgt = (prob.norm[:, None] / z) / np.sqrt(1 + (err / ROBUST_SCALE) ** 2)  # px per unit, soft-L1 weights
+    # f * (R X + t)_xy - (obs - c) * (R X + t)_z = 0: two linear equations per frame and point
+    ob = prob.obs - prob.cc[:, None, :]                             # [K, N, 2]
+    rows = sol.f[:, None, None, None] * sol.rot[:, None, :2, :] - ob[..., None] * sol.rot[:, None, None, 2, :]
+    rhs = ob * sol.t[:, None, None, 2] - sol.f[:, None, None] * sol.t[:, None, :2]   # [K, N, 2]
+    rows = rows * wgt[..., None, None]
+    rhs = rhs * wgt[..., None]
+    a = np.einsum("knci,kncj->nij", rows, rows)
+    b = np.einsum("knci,knc->ni", rows, rhs)
+    return np.linalg.solve(a + 1e-9 * np.eye(3)[None], b[..., None])[..., 0]
+
+
+def _alternate(prob: _Problem, sol: CameraSolution, rounds: int = 6) -> CameraSolution:
+    """A few rounds of keypoints-given-cameras / cameras-given-keypoints: brings the shape close cheaply."""
+    for _ in range(rounds):
+        new = _refine_frames(prob, CameraSolution(_triangulate(prob, sol), sol.rot, sol.t, sol.f, sol.g), iters=10)
+        if not new.cost < sol.cost * (1 - 1e-4):                   # a descent method: stop when it stalls
+            break
+        sol = new
+    return sol
+
+
+def _take(sol: CameraSolution, idx: np.ndarray) -> CameraSolution:
+    return CameraSolution(sol.X, sol.rot[idx], sol.t[idx], sol.f[idx], sol.g, sol.cost, sol.nfev)
 
 
 def _subset(prob: _Problem, idx: np.ndarray) -> _Problem:
@@ -287,14 +428,14 @@ def _subset(prob: _Problem, idx: np.ndarray) -> _Problem:
 
 
 # ----------------------------------------------------------------------------------------- gauge
-def _apply_similarity(sol: _Solution, s: float, a: np.ndarray, b: np.ndarray) -> _Solution:
+def _apply_similarity(sol: CameraSolution, s: float, a: np.ndarray, b: np.ndarray) -> CameraSolution:
     """New object frame X' = s A X + b; cameras follow so every projection is unchanged."""
     rot = sol.rot @ a.T
     t = s * sol.t - np.einsum("kij,j->ki", rot, b)
-    return _Solution(s * sol.X @ a.T + b, rot, t, sol.f, sol.g, sol.cost, sol.nfev)
+    return CameraSolution(s * sol.X @ a.T + b, rot, t, sol.f, sol.g, sol.cost, sol.nfev)
 
 
-def _face5_gauge(sol: _Solution) -> _Solution:
+def _face5_gauge(sol: CameraSolution) -> CameraSolution:
     X = sol.X
     x = X[1] - X[0]
     x = x / np.linalg.norm(x)
@@ -309,7 +450,7 @@ def _face5_gauge(sol: _Solution) -> _Solution:
     return _apply_similarity(sol, s, a, b)
 
 
-def _generic_gauge(sol: _Solution) -> _Solution:
+def _generic_gauge(sol: CameraSolution) -> CameraSolution:
     X = sol.X
     centre = X.mean(0)
     cam_pos = -np.einsum("kji,kj->ki", sol.rot, sol.t)              # camera centres in the object frame
@@ -372,7 +513,7 @@ def _problem(obs, w, h, focal, g0=None) -> _Problem:
     return _Problem(obs, size, np.stack([w / 2, h / 2], axis=1), norm, foc, g0)
 
 
-def _rmse(sol: _Solution, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
+def _rmse(sol: CameraSolution, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
     uv, z = _project(sol.X, sol.rot, sol.t, sol.f, prob.cc)
     rmse = np.sqrt(((uv - prob.obs) ** 2).sum(-1).mean(-1))
     return rmse, (z > 0).all(axis=1)
@@ -380,44 +521,51 @@ def _rmse(sol: _Solution, prob: _Problem) -> tuple[np.ndarray, np.ndarray]:
 
 def solve_cameras(obs: np.ndarray, w, h, keypoints: np.ndarray | None = None, focal=None,
                   face5: bool = False, init_keypoints: np.ndarray | None = None, seed: int = 0,
-                  progress: Progress | None = None) -> _Solution:
+                  progress: Progress | None = None) -> CameraSolution:
     """The numeric core: cameras (and keypoints unless given) for landmarks obs [K, N, 2] of images w, h [K].
 
     Returns the solution in the SPEC object frame (gauge fixed) unless `keypoints` are given, which are
     used unchanged. focal: None (fit per image), a number or [K] pixels."""
     prob = _problem(obs, w, h, focal)
     prog = or_silent(progress)
-    k, n = prob.k, prob.n
+    k = prob.k
     with prog.task("fit cameras", total=3) as task:
-        if keypoints is not None:
-            sol = _solve(prob, _init_solution(prob, np.asarray(keypoints, np.float64)), fit_kp=False)
+        if keypoints is not None:                                     # cameras only, keypoints as given
+            sol = _refine_frames(prob, _init_solution(prob, np.asarray(keypoints, np.float64)))
             task.advance(3)
             return sol
-        rng = np.random.default_rng(seed)
-        joint = np.sort(rng.choice(k, JOINT_MAX_FRAMES, replace=False)) if k > JOINT_MAX_FRAMES else np.arange(k)
-        sub = _subset(prob, joint)
         if init_keypoints is not None:
             starts = [np.asarray(init_keypoints, np.float64)]
         elif face5:
             starts = [FACE5_TEMPLATE]
         else:
-            shape = _factorization_shape(sub.obs[: min(sub.k, 2000)])
+            shape = _factorization_shape(prob.obs[: min(k, 2000)])
             starts = [shape, shape * np.array([1.0, 1.0, -1.0])]     # the affine depth-mirror ambiguity
         if len(starts) > 1:                                           # settle it with a short perspective fit
-            probe = _subset(sub, np.arange(min(sub.k, 300)))
-            costs = [_solve(probe, _init_solution(probe, s), fit_kp=True, max_nfev=10).cost for s in starts]
-            starts = [starts[int(np.argmin(costs))]]
+            probe = _subset(prob, np.arange(min(k, 300)))
+            scores = []
+            for s in starts:                                          # median landmark error after a rough fit
+                rough = _alternate(probe, _refine_frames(probe, _init_solution(probe, s), iters=15), rounds=4)
+                scores.append(float(np.median(_rmse(rough, probe)[0] / np.maximum(_spread(probe.obs), 1.0))))
+            starts = [starts[int(np.argmin(scores))]]
+        start = _refine_frames(prob, _init_solution(prob, starts[0]))
         task.advance(1)
-        sol = _solve(sub, _init_solution(sub, starts[0]), fit_kp=True)
+        # joint solve of keypoints, shared focal and cameras on the frames that are not gross outliers
+        # (at most JOINT_MAX_FRAMES of them: more adds time, not accuracy)
+        rel = _rmse(start, prob)[0] / np.maximum(_spread(prob.obs), 1.0)
+        inlier = np.flatnonzero(rel <= max(OUTLIER_FRACTION, 3.0 * float(np.median(rel))))
+        if inlier.size < MIN_FRAMES_FOR_SHAPE:
+            inlier = np.arange(k)
+        if inlier.size > JOINT_MAX_FRAMES:
+            inlier = np.sort(np.random.default_rng(seed).choice(inlier, JOINT_MAX_FRAMES, replace=False))
+        sub = _subset(prob, inlier)
+        joint = _solve(sub, _alternate(sub, _take(start, inlier)), fit_kp=True)
         task.advance(1)
-        if k > sub.k:                                                 # every frame against the fitted keypoints
-            prob.g0 = sol.g
-            init = _init_solution(prob, sol.X)
-            if prob.focal is None:
-                init.f = prob.size * math.exp(sol.g)
-            sol_all = _solve(prob, init, fit_kp=False, fixed_g=True)
-            sol_all.g = sol.g
-            sol = sol_all
+        # every frame against the fitted keypoints and focal ratio (the joint frames barely move)
+        init = CameraSolution(joint.X, start.rot.copy(), start.t.copy(), start.f.copy(), joint.g)
+        init.rot[inlier], init.t[inlier], init.f[inlier] = joint.rot, joint.t, joint.f
+        sol = _refine_frames(prob, init)
+        sol.nfev = joint.nfev
         task.advance(1)
     return _face5_gauge(sol) if face5 else _generic_gauge(sol)
 
@@ -438,7 +586,7 @@ def fit_single_camera(points2d: np.ndarray, keypoints3d: np.ndarray, w: int, h: 
         raise InputError(None, "landmarks or keypoints contain NaN or infinite values")
     g0 = None if focal_prior is None else math.log(focal_prior / max(w, h))
     prob = _problem(pts[None], [w], [h], focal, g0)
-    sol = _solve(prob, _init_solution(prob, kp), fit_kp=False)
+    sol = _refine_frames(prob, _init_solution(prob, kp), iters=100)
     rmse, in_front = _rmse(sol, prob)
     c2w = _c2w_opengl(sol.rot, sol.t)[0]
     extra = {"landmark_rmse_px": round(float(rmse[0]), 4)}
@@ -451,14 +599,14 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
                 flag_fraction: float = FLAG_FRACTION, init_keypoints: str | Path | None = None,
                 progress: Progress | None = None, write: bool = True) -> CameraFit:
     """DATA/landmarks.json -> DATA/transforms.json (+ DATA/keypoints.json). See the module docstring."""
+    if focal is not None and not (math.isfinite(focal) and focal > 0):
+        raise InputError("--focal", f"must be a positive focal length in pixels, got {focal}")
+    if not (0 < flag_fraction < math.inf):
+        raise InputError("--flag-threshold", f"must be a positive fraction, got {flag_fraction}")
     ds = dataset(data)
     if not ds.landmarks.is_file():
         raise InputError(ds.landmarks, "not found; run `lolnerf landmarks DATA` first or supply a landmarks.json")
     lm = read_landmarks(ds.landmarks, ds.root)
-    if focal is not None and not (math.isfinite(focal) and focal > 0):
-        raise InputError("--focal", f"must be a positive focal length in pixels, got {focal}")
-    if not (0 < flag_fraction):
-        raise InputError("--flag-threshold", f"must be positive, got {flag_fraction}")
     kp_fixed = None
     if keypoints is not None:
         kp = read_keypoints(keypoints)
@@ -480,7 +628,8 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
                         progress=progress)
     prob = _problem(obs, w, h, focal)
     rmse, in_front = _rmse(sol, prob)
-    bad = (rmse > flag_fraction * _spread(obs)) | ~in_front
+    rel = rmse / np.maximum(_spread(obs), 1e-9)
+    bad = (rel > flag_threshold(rel, flag_fraction)) | ~in_front
     c2w = _c2w_opengl(sol.rot, sol.t)
     out_frames, flagged = [], []
     for i, fr in enumerate(frames):
@@ -493,11 +642,20 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
         raise InputError(ds.landmarks, f"no frame fits the landmarks well (all {len(frames)} flagged, median RMSE "
                                        f"{np.median(rmse):.1f} px); check the landmarks")
     kp_out = Keypoints(lm.scheme, list(lm.names), sol.X)
-    tf = Transforms(out_frames, {"keypoints_scheme": lm.scheme})
+    tf = Transforms(out_frames, {"keypoints_scheme": lm.scheme, CAMERA_SOURCE_KEY: CAMERA_SOURCE_FITTED})
     if write:
         write_transforms(ds.transforms, tf)
         write_keypoints(ds.keypoints, kp_out)
     return CameraFit(tf, kp_out, rmse, flagged, list(lm.failed), kp_fixed is None, focal is None)
+
+
+def flag_threshold(rel: np.ndarray, fraction: float = FLAG_FRACTION) -> float:
+    """Relative landmark RMSE (RMSE / landmark spread) above which a frame is flagged: `fraction`, or
+    FLAG_MEDIAN_FACTOR times the median over all frames when that is larger (a class whose shapes vary
+    a lot fits every frame less well; only frames far worse than typical are flagged), but never more
+    than FLAG_MAX_FRACTION (so a set of mostly wrong landmarks is still flagged)."""
+    med = float(np.median(rel)) if np.size(rel) else 0.0
+    return max(fraction, min(FLAG_MEDIAN_FACTOR * med, FLAG_MAX_FRACTION))
 
 
 def _match_names(kp: Keypoints, lm: Landmarks, path: Path) -> np.ndarray:

@@ -41,8 +41,8 @@ class RenderConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 20000
-    images_per_step: int = 64     # B: images drawn per step
+    steps: int = 15000
+    images_per_step: int = 32     # B: images drawn per step
     pixels_per_image: int = 32    # P: random pixels drawn from each image
     resolution: int = 64          # training images are cached at this size (square)
     lr: float = 5e-4              # network learning rate at step 0 ...

@@ -5,13 +5,24 @@ Four sections, each written to metrics.json only when its inputs exist:
 - train (paper Table 1): every latent of a fixed, seeded subset of the training set rendered through
   its training camera at the training resolution, against the photo resized the way training resized
   it (square, `cfg.train.resolution`). PSNR, SSIM, LPIPS, and PSNR over the mask where masks exist.
-- heldout (Table 2): photos the model never saw, inverted (network frozen) with their known cameras,
-  then rendered back through the same camera and scored like the training images.
-- novel (Table 3, HUMBI-style): per object of a multi-view folder, ONE query view is inverted with its
-  true camera and the object's other views are rendered and scored on the object's pixels only.
+- heldout (Table 2): photos the model never saw, inverted (network frozen) with their cameras (known, or
+  placed in the model's frame, see below), then rendered back through the same camera and scored like
+  the training images.
+- novel (Table 3, HUMBI-style): per object of a multi-view folder, ONE query view is inverted and the
+  object's other views are rendered and scored on the object's pixels only.
 - depth (Table 4, 3DFAW-style): the rendered depth of each query view at the object's 3D keypoints
   against their true depth (Pearson correlation per object), plus dense depth errors where true depth
   maps exist.
+
+Camera frames (`frames` option). A model trained on `lolnerf fit-cameras` cameras lives in the fitted
+object frame (gauge of the canonical keypoints), which differs from a calibrated multi-view set's frame
+by an unknown similarity. Then ("query" frames) each object's query camera is fitted from its landmarks
+to RUN/keypoints.json with the view's own intrinsics, and every other view is placed by its calibrated
+pose relative to the query, the relative translation scaled by s = |o_q model| / |o_q true| (the query
+camera's distances from the object centre, the origin of both frames). "as-given" uses the folder's
+cameras unchanged (right when the model was trained in the folder's frame, e.g. on synth's true
+cameras); "auto" picks "query" when DATA/transforms.json is marked as written by fit-cameras and the
+folder's transforms.json is not.
 
 Every image is scored at the model's training resolution. Nothing here prints: progress goes through
 `progress`, and the caller (the CLI) owns the terminal. Shapes: H, W pixels; N images; D latent width.
@@ -53,6 +64,7 @@ class EvalOptions:
     device: str = "auto"
     precision: str = "fp32"         # fp32 by default: numbers comparable across machines
     figure_rows: int = 3            # novel-view objects and training images shown in the figure (each)
+    frames: str = "auto"            # camera frame of held-out / novel cameras: auto, as-given or query
 
 
 @dataclass
@@ -243,8 +255,9 @@ class _Item:
         return cam
 
 
-def _training_items(data_dir: Path, loaded) -> list[_Item]:
-    """The training photos in latent-table order, each with its frame from DATA/transforms.json."""
+def _training_items(data_dir: Path, loaded) -> tuple[list[_Item], dict]:
+    """The training photos in latent-table order, each with its frame from DATA/transforms.json, and
+    that file's other top-level keys (they tell whether fit-cameras wrote it)."""
     ds = dataset(data_dir)
     if not ds.transforms.is_file():
         raise InputError(ds.transforms, "not found; evaluation needs the dataset's cameras (the DATA folder the "
@@ -262,7 +275,7 @@ def _training_items(data_dir: Path, loaded) -> list[_Item]:
         raise InputError(ds.root, f"does not hold {len(missing)} of the {k} images the model was trained on "
                                   f"(e.g. '{missing[0]}', named in {loaded.run.images}); was the model trained on a "
                                   "different dataset?")
-    return [_Item(f, ds.root / f, by_path[f]) for f in files]
+    return [_Item(f, ds.root / f, by_path[f]) for f in files], dict(tf.extra)
 
 
 def _folder_frames(folder: Path, what: str) -> tuple[Path, list[Frame]]:
@@ -334,6 +347,8 @@ class _NovelObject:
     name: str
     query: _Item
     views: list[_Item]
+    scale: float = 1.0              # model units per unit of the folder's frame (1 unless aligned)
+    alignment: dict | None = None   # how the query camera was placed ("query" frames), for metrics.json
 
 
 def _novel_objects(folder: Path) -> list[_NovelObject]:
@@ -420,6 +435,84 @@ def _true_depth(folder: Path, item: _Item) -> np.ndarray | None:
     return arr.astype(np.float64)
 
 
+# ----------------------------------------------------------------------------------------- camera frames
+FRAMES_MODES = ("auto", "as-given", "query")
+
+
+def cameras_fitted(transforms_extra: dict) -> bool:
+    """Whether a transforms.json (its top-level keys other than frames and intrinsics) was written by
+    `lolnerf fit-cameras`, i.e. its cameras live in the fitted object frame."""
+    from .camfit import CAMERA_SOURCE_FITTED, CAMERA_SOURCE_KEY
+
+    return transforms_extra.get(CAMERA_SOURCE_KEY) == CAMERA_SOURCE_FITTED
+
+
+def frames_mode(option: str, training_fitted: bool, folder_fitted: bool) -> str:
+    """The frames actually used for a folder: "query" (align to the model through the query view) or
+    "as-given". auto: "query" exactly when the training cameras were fitted and the folder's are not."""
+    if option not in FRAMES_MODES:
+        raise InputError("--frames", f"must be one of {', '.join(FRAMES_MODES)}, got {option!r}")
+    if option == "auto":
+        return "query" if training_fitted and not folder_fitted else "as-given"
+    return option
+
+
+def relative_scale(c2w_q_model: np.ndarray, c2w_q_true: np.ndarray, centre_model: np.ndarray | None = None,
+                   centre_true: np.ndarray | None = None) -> float:
+    """s = |o_q_model - centre_model| / |o_q_true - centre_true|: model units per unit of the folder's frame,
+    from the query camera's distance to the object centre in both frames (default: both origins)."""
+    cm = np.zeros(3) if centre_model is None else np.asarray(centre_model, np.float64)
+    ct = np.zeros(3) if centre_true is None else np.asarray(centre_true, np.float64)
+    d_model = float(np.linalg.norm(np.asarray(c2w_q_model, np.float64)[:3, 3] - cm))
+    d_true = float(np.linalg.norm(np.asarray(c2w_q_true, np.float64)[:3, 3] - ct))
+    if not (math.isfinite(d_model) and math.isfinite(d_true) and d_model > 1e-9 and d_true > 1e-9):
+        raise ValueError(f"the query camera sits at the object centre (distances {d_model:g} model, {d_true:g} "
+                         "true); the scale between the frames is undefined")
+    return d_model / d_true
+
+
+def align_views(c2w_q_model: np.ndarray, c2w_q_true: np.ndarray, c2w_views_true: np.ndarray,
+                scale: float) -> np.ndarray:
+    """Other views' cameras in the model frame from their calibrated poses relative to the query:
+    c2w_v_model = c2w_q_model @ S(scale) @ inv(c2w_q_true) @ c2w_v_true, where S scales the relative
+    pose's translation only (rotations are unchanged by a change of frame, distances scale).
+
+    c2w_q_model, c2w_q_true [4, 4]; c2w_views_true [V, 4, 4] -> [V, 4, 4]. Exact whenever the two frames
+    differ by a similarity of that scale and c2w_q_model is the query's true camera in the model frame."""
+    views = np.asarray(c2w_views_true, np.float64)
+    rel = np.linalg.inv(np.asarray(c2w_q_true, np.float64))[None] @ views          # query camera <- view camera
+    rel[:, :3, 3] *= scale
+    out = np.asarray(c2w_q_model, np.float64)[None] @ rel
+    out[:, 3] = [0.0, 0.0, 0.0, 1.0]
+    return out
+
+
+def fit_query_camera(points2d: np.ndarray, keypoints3d: np.ndarray, frame: Frame) -> tuple[Camera, float, bool]:
+    """The query view's camera in the model frame: its pose fitted so that the canonical keypoints
+    keypoints3d [N, 3] project onto its landmarks points2d [N, 2] (pixels of a frame.w x frame.h image),
+    with the frame's own calibrated intrinsics (focal, principal point) held fixed.
+
+    Returns (camera, landmark RMSE in pixels, flagged: the fit is poor or a keypoint is behind it)."""
+    from .cameras import project
+    from .camfit import fit_single_camera
+
+    pts = np.asarray(points2d, np.float64)
+    kp = np.asarray(keypoints3d, np.float64)
+    # the single-camera solver has its principal point at the image centre and square pixels: move the
+    # landmarks into that camera (an exact change of intrinsics, the pose is unchanged)
+    moved = np.stack([frame.w / 2 + (pts[:, 0] - frame.cx),
+                      frame.h / 2 + (pts[:, 1] - frame.cy) * (frame.fl_x / frame.fl_y)], axis=1)
+    fit = fit_single_camera(moved, kp, frame.w, frame.h, focal=frame.fl_x, file_path=frame.file_path)
+    cam = Camera(np.asarray(fit.c2w, np.float64), frame.fl_x, frame.fl_y, frame.cx, frame.cy, frame.w, frame.h)
+    uv, z = project(kp, cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy)
+    rmse = float(np.sqrt(((uv - pts) ** 2).sum(-1).mean()))
+    return cam, rmse, bool(fit.extra.get("flagged", False)) or bool((z <= 0).any())
+
+
+def _with_intrinsics(c2w: np.ndarray, frame: Frame) -> Camera:
+    return Camera(np.asarray(c2w, np.float64), frame.fl_x, frame.fl_y, frame.cx, frame.cy, frame.w, frame.h)
+
+
 # ----------------------------------------------------------------------------------------- the evaluator
 class Evaluator:
     def __init__(self, data_dir: str | Path, run_dir: str | Path, options: EvalOptions | None = None,
@@ -430,6 +523,7 @@ class Evaluator:
         self.opt = options or EvalOptions()
         if self.opt.invert_steps < 1:
             raise InputError("--invert-steps", "must be at least 1")
+        frames_mode(self.opt.frames, False, False)            # a bad --frames fails before the model loads
         self.progress = or_silent(progress)
         self.device = pick_device(self.opt.device)
         self.precision = resolve_precision(self.opt.precision, self.device)
@@ -437,11 +531,124 @@ class Evaluator:
         self.loaded = load_model(run_dir, self.device)
         self.cfg = self.loaded.cfg
         self.res = int(self.cfg.train.resolution)
-        self.train_items = _training_items(self.data_dir, self.loaded)
+        self.train_items, train_extra = _training_items(self.data_dir, self.loaded)
+        self.training_fitted = cameras_fitted(train_extra)    # DATA/transforms.json written by fit-cameras
         self.scorer = _Scorer(self.res)
+        self._frames: dict[str, str] = {}                     # folder -> "query" | "as-given"
+        self._aligned: dict[tuple[str, str], tuple[Camera, dict]] = {}
+        self._landmarks: dict[str, dict[str, tuple[np.ndarray, int, int]]] = {}
+        self._canonical = None
         self._inversions: dict[tuple, torch.Tensor] = {}
         self._depths: dict[tuple, np.ndarray] = {}     # depth maps of held-out renders, [res, res] float32
         self.figure_rows: list[dict] = []
+
+    # -------------------------------------------------------------------------- camera frames
+    def frames_for(self, folder: Path) -> str:
+        """"query" or "as-given" for the cameras in folder/transforms.json (see frames_mode)."""
+        key = str(folder.resolve())
+        if key not in self._frames:
+            tpath = folder / "transforms.json"
+            fitted = cameras_fitted(read_transforms(tpath, folder).extra) if tpath.is_file() else False
+            self._frames[key] = frames_mode(self.opt.frames, self.training_fitted, fitted)
+        return self._frames[key]
+
+    def canonical_keypoints(self):
+        """RUN/keypoints.json (formats.Keypoints): the model frame's keypoints the query views are fitted to."""
+        from .formats import read_keypoints
+
+        if self._canonical is None:
+            path = self.loaded.run.keypoints
+            if not path.is_file():
+                raise InputError(path, "not found; placing the query views in the model's object frame "
+                                       "(--frames query, or auto with fitted training cameras) needs the model's "
+                                       "canonical keypoints (use --frames as-given when the folder's cameras "
+                                       "already are in the model's frame)")
+            self._canonical = read_keypoints(path)
+        return self._canonical
+
+    def folder_landmarks(self, folder: Path) -> dict[str, tuple[np.ndarray, int, int]]:
+        """file_path -> (landmarks [N, 2] in RUN/keypoints.json order, w, h of the image they are in
+        pixels of) from folder/landmarks.json; empty when the folder has none."""
+        from .formats import read_landmarks
+
+        key = str(folder.resolve())
+        if key not in self._landmarks:
+            lpath = folder / "landmarks.json"
+            found: dict[str, tuple[np.ndarray, int, int]] = {}
+            if lpath.is_file():
+                kp = self.canonical_keypoints()
+                lm = read_landmarks(lpath, folder)
+                missing = [n for n in kp.names if n not in lm.names]
+                if missing:
+                    raise InputError(lpath, f"has no landmark '{missing[0]}', which {self.loaded.run.keypoints} "
+                                            "needs to place the query views")
+                order = [lm.names.index(n) for n in kp.names]
+                for fr in lm.frames:
+                    found[fr.file_path] = (np.asarray(fr.points, np.float64)[order], fr.w, fr.h)
+            self._landmarks[key] = found
+        return self._landmarks[key]
+
+    def check_frames(self, folder: Path) -> str:
+        """Validate what aligning a folder needs (before any rendering); returns its frames mode."""
+        mode = self.frames_for(folder)
+        if mode == "query":
+            self.canonical_keypoints()
+            self.folder_landmarks(folder)
+        return mode
+
+    def query_camera(self, folder: Path, item: _Item) -> tuple[Camera, dict]:
+        """A query view's camera in the model frame (item loaded, item.frame its calibrated frame) and how
+        it was found. Landmarks from folder/landmarks.json, else the frame's keypoints_uv (when there are
+        as many as canonical keypoints, same order), else found in the photo by the face landmarker."""
+        key = (str(folder.resolve()), item.file_path)
+        if key in self._aligned:
+            return self._aligned[key]
+        kp = self.canonical_keypoints()
+        frame = item.frame
+        img_h, img_w = item.rgb.shape[:2]
+        n = len(kp.points)
+        try:
+            uv = np.asarray(frame.extra.get("keypoints_uv"), np.float64)
+        except (TypeError, ValueError):
+            uv = None                                          # not a usable [N, 2] list: not a landmark source
+        lms = self.folder_landmarks(folder)
+        rmse, flagged = None, False
+        if item.file_path in lms:
+            pts, lw, lh = lms[item.file_path]
+            source = "landmarks.json"
+            pts = pts * np.array([frame.w / lw, frame.h / lh])
+        elif uv is not None and uv.shape == (n, 2) and np.isfinite(uv).all():
+            source = "keypoints_uv"
+            pts = uv * np.array([frame.w / img_w, frame.h / img_h])
+        else:
+            from .invert import camera_from_landmarks
+
+            source = "landmark detector"
+            det, _ = camera_from_landmarks(self.loaded, item.rgb, item.path, focal=frame.fl_x * img_w / frame.w)
+            pts = None
+            cam = _with_intrinsics(det.c2w, frame)
+        if pts is not None:
+            cam, rmse, flagged = fit_query_camera(pts, kp.points, frame)
+        try:
+            scale = relative_scale(cam.c2w, frame.c2w)
+        except ValueError as exc:
+            raise InputError(folder / "transforms.json", f"frame '{item.file_path}': {exc}") from None
+        info = {"query": item.file_path, "landmarks": source,
+                "landmark_rmse_px": None if rmse is None else round(rmse, 4), "flagged": flagged,
+                "scale": scale}
+        self._aligned[key] = (cam, info)
+        return cam, info
+
+    def align_object(self, folder: Path, obj: _NovelObject) -> None:
+        """Put an object's query and view cameras in the model frame ("query" frames); views and query
+        loaded first."""
+        cam, info = self.query_camera(folder, obj.query)
+        obj.query.cam = cam
+        obj.scale = info["scale"]
+        obj.alignment = {"object": obj.name, **info}
+        views = align_views(cam.c2w, obj.query.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), obj.scale)
+        for v, c2w in zip(obj.views, views):
+            v.cam = _with_intrinsics(c2w, v.frame)
 
     # -------------------------------------------------------------------------- rendering
     def render(self, z: torch.Tensor, cam: Camera, remember_depth: bool = False) -> dict[str, np.ndarray]:
@@ -513,14 +720,20 @@ class Evaluator:
         items, camera_source = _heldout_items(folder, self.loaded)
         if not items:
             raise InputError(folder / "transforms.json", "has no held-out photos (no frame with role 'query')")
+        mode = self.frames_for(folder) if camera_source == "transforms.json" else None
+        if mode == "query":
+            camera_source = "transforms.json intrinsics, poses fitted to RUN/keypoints.json (frames: query)"
         picks = _pick_subset(len(items), self.opt.subset, self.opt.seed + 1)
         items = [items[i] for i in picks]
+        alignment = {}
         for it in items:
             it.load(folder)
             if it.frame is None and it.cam is None:
                 from .invert import camera_from_landmarks
 
                 it.cam, _ = camera_from_landmarks(self.loaded, it.rgb, it.path)
+            elif mode == "query":
+                it.cam, alignment[it.file_path] = self.query_camera(folder, it)
         lat = self.invert(items, "held-out")
         rows = []
         with self.progress.task("eval: held-out images", total=len(items)) as task:
@@ -529,10 +742,12 @@ class Evaluator:
                 mask = _mask_for(folder, it.file_path, self.res, it.alpha)
                 out = self.render(z, it.camera(), remember_depth=True)
                 row = {"file_path": it.file_path, **self.scorer.full(out["rgb"], gt, mask)}
+                if it.file_path in alignment:
+                    row["alignment"] = alignment[it.file_path]
                 rows.append(row)
                 task.advance(1, psnr=row["psnr"])
         return self._section(rows, ("psnr", "ssim", "lpips", "psnr_masked"),
-                             {"folder": str(folder), "cameras": camera_source, "images": rows})
+                             {"folder": str(folder), "cameras": camera_source, "frames": mode, "images": rows})
 
     def novel_and_depth_sections(self, folder: Path) -> tuple[dict, dict | None]:
         objects = _novel_objects(folder)
@@ -541,6 +756,10 @@ class Evaluator:
             obj.query.load(folder)
             for v in obj.views:
                 v.load(folder, mask_required=True)
+        mode = self.frames_for(folder)
+        if mode == "query":                      # cameras into the model's object frame, via the query view
+            for obj in objects:
+                self.align_object(folder, obj)
         lat = self.invert([o.query for o in objects], "query")
         rows, depth_rows = [], []
         n_views = sum(len(o.views) for o in objects)
@@ -566,8 +785,10 @@ class Evaluator:
                     caption = f"novel {obj.name}: query | prediction | {view} | depth   masked PSNR {psnr}"
                     self.figure_rows.append({"kind": "novel", "caption": caption,
                                              "tiles": [self.ground_truth(obj.query.rgb), out["rgb"], gt, out["depth"]]})
-        novel = self._section(rows, ("psnr", "ssim", "lpips"),
-                              {"folder": str(folder), "objects": len(objects), "masked": True, "views": rows})
+        extra = {"folder": str(folder), "objects": len(objects), "masked": True, "frames": mode}
+        if mode == "query":
+            extra["alignment"] = [o.alignment for o in objects]
+        novel = self._section(rows, ("psnr", "ssim", "lpips"), {**extra, "views": rows})
         depth = self._depth_section(depth_rows) if depth_rows else None
         return novel, depth
 
@@ -579,8 +800,9 @@ class Evaluator:
         true_depth = _true_depth(folder, q)
         if kp is None and true_depth is None:
             return None
-        pred = self.render_depth(z, q.camera()).astype(np.float64)    # [res, res], NaN off the surface
-        row: dict[str, Any] = {"object": obj.name, "file_path": q.file_path}
+        # [res, res], NaN off the surface; in the folder's units (model units / s when the frames differ)
+        pred = self.render_depth(z, q.camera()).astype(np.float64) / obj.scale
+        row: dict[str, Any] = {"object": obj.name, "file_path": q.file_path, "depth_scale": obj.scale}
         if kp is not None:
             uv, z_true, visible = kp
             h, w = q.rgb.shape[:2]
@@ -711,12 +933,17 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
 
     ev = Evaluator(data_dir, run_dir, opt, progress)
     # layouts are checked before any rendering: a wrong folder fails in a second, not after an hour
+    frames = {"option": opt.frames, "training_cameras": "fit-cameras" if ev.training_fitted else "given",
+              "novel": None, "heldout": None}
     if novel is not None:
         tpath = novel / "transforms.json"
         for obj in _novel_objects(novel):
             _keypoints(obj.query, tpath)
+        frames["novel"] = ev.check_frames(novel)
     if heldout is not None:
-        _heldout_items(heldout, ev.loaded)
+        _, source = _heldout_items(heldout, ev.loaded)
+        if source == "transforms.json":
+            frames["heldout"] = ev.check_frames(heldout)
 
     loaded = ev.loaded
     metrics: dict[str, Any] = {
@@ -734,7 +961,7 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
                      "resolution": ev.res, "precision": ev.precision, "device": str(ev.device),
                      "novel": None if novel is None else str(novel.resolve()),
                      "heldout": None if heldout is None else str(heldout.resolve()),
-                     "mask_threshold": MASK_THRESHOLD, "render": asdict(loaded.cfg.render)},
+                     "mask_threshold": MASK_THRESHOLD, "frames": frames, "render": asdict(loaded.cfg.render)},
         "lpips": ev.scorer.lpips_weights,     # where the weights came from, or null (see lpips_unavailable)
     }
     if ev.scorer.lpips_reason:

@@ -17,14 +17,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cameras import Camera, pixel_rays
+from .cameras import Camera, focal_from_fov, pixel_rays
 from .device import resolve_precision
 from .errors import InputError
 from .losses import hard_surface_loss, psnr_from_mse
 from .progress import Progress, or_silent
+from .video import NOVEL_YAW_DEG, read_view, turned
 
 INVERT_STEPS = 200             # default optimisation steps
-INVERT_LR = 2e-2               # Adam learning rate of the latents at step 0 ...
+INVERT_LR = 5e-2               # Adam learning rate of the latents at step 0 ...
 INVERT_LR_FINAL_FACTOR = 0.1   # ... decayed (cosine) to this fraction of it at the last step
 CAMERA_LR = 2e-3               # Adam learning rate of the camera correction (radians / scene units)
 RAYS_PER_IMAGE = 512           # random pixels of each photo per step (all pixels when the image is smaller)
@@ -242,8 +243,10 @@ def cameras_from_transforms(paths: Sequence[Path], transforms_path: str | Path) 
     return out
 
 
-def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path) -> tuple[Camera, str]:
-    """Find the 5 face landmarks and fit the photo's camera to the run's canonical keypoints (fixed)."""
+def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: float | None = None) -> tuple[Camera, str]:
+    """Find the 5 face landmarks and fit the photo's camera to the run's canonical keypoints (fixed).
+
+    focal: in pixels of this photo; default: the training cameras' mean field of view (RUN/view.json)."""
     from .formats import read_keypoints
 
     path = Path(path)
@@ -258,41 +261,27 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path) -> tuple[Ca
         raise InputError(path, f"cannot place this photo without --camera: landmark support is unavailable ({exc})") \
             from None
     try:
-        found = landmarks.detect_face5(rgb)
+        points, _ = landmarks.detect_face5(rgb)          # raises LandmarksNotFound ("no face found", ...)
     except InputError as exc:
         raise InputError(path, exc.reason) from None
-    points, conf, reason = _unpack_detection(found)
-    if points is None:
-        raise InputError(path, f"no face found ({reason})" if reason else "no face found")
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if points.shape[0] != keypoints.points.shape[0]:
         raise InputError(kp_path, f"has {keypoints.points.shape[0]} keypoints but the face landmarker finds "
                                   f"{points.shape[0]}; give the photos' cameras with --camera TRANSFORMS")
     h, w = rgb.shape[:2]
-    from .cameras import focal_from_fov
-    from .video import read_view
-
-    prior = focal_from_fov(read_view(loaded.run.root).fov, max(w, h))   # the training cameras' field of view
-    frame = camfit.fit_single_camera(points, keypoints.points, w, h, focal_prior=prior)
+    if focal is None:
+        # five points in one photo cannot pin down the focal length (it trades off against distance), so
+        # the photo is assumed to share the training cameras' mean field of view, as the model was fitted to it
+        focal = focal_from_fov(read_view(loaded.run.root).fov, h)
+    try:
+        frame = camfit.fit_single_camera(points, keypoints.points, w, h, focal=focal)
+    except InputError as exc:
+        raise InputError(path, f"camera could not be fitted to its landmarks ({exc.reason})") from None
     rmse = frame.extra.get("landmark_rmse_px")
     note = "landmarks"
     if isinstance(rmse, (int, float)):
         note += f" (rmse {rmse:.1f} px{', poor fit' if frame.extra.get('flagged') else ''})"
     return Camera.from_frame(frame), note
-
-
-def _unpack_detection(found) -> tuple[np.ndarray | None, float | None, str | None]:
-    """Accept (points, confidence), (None, reason), None or a reason string from a detector."""
-    if found is None:
-        return None, None, None
-    if isinstance(found, str):
-        return None, None, found
-    if isinstance(found, tuple) and len(found) >= 2:
-        pts, second = found[0], found[1]
-        if pts is None:
-            return None, None, second if isinstance(second, str) else None
-        conf = float(second) if isinstance(second, (int, float, np.floating)) else None
-        return np.asarray(pts, dtype=np.float64).reshape(-1, 2), conf, None
-    return np.asarray(found, dtype=np.float64).reshape(-1, 2), None, None
 
 
 def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segment: bool) -> tuple[np.ndarray | None, str | None]:
@@ -323,7 +312,7 @@ def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segmen
 
 
 def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | None = None,
-                use_masks: bool = True) -> list[PhotoInput]:
+                use_masks: bool = True, focal: float | None = None) -> list[PhotoInput]:
     """Read the photos and give each a camera (from `transforms`, or landmarks + the run's keypoints) and a mask."""
     from .images import load_image
 
@@ -340,7 +329,7 @@ def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | No
         if cams is not None:
             cam, src = cams[i], Path(transforms).name
         else:
-            cam, src = camera_from_landmarks(loaded, rgb, p)
+            cam, src = camera_from_landmarks(loaded, rgb, p, focal)
         mask, msrc = mask_for_photo(p, rgb, alpha, segment=cams is None) if use_masks else (None, None)
         out.append(PhotoInput(p, rgb, cam, mask, src, msrc))
     return out
@@ -355,7 +344,6 @@ def preview_path(latents_path: str | Path) -> Path:
 def write_preview(path: str | Path, loaded, result: InvertResult, novel_yaw: float | None = None) -> Path:
     """Rows of: photo | reconstruction | novel view (the photo's camera turned by `novel_yaw` about +Y)."""
     from .images import save_png
-    from .video import NOVEL_YAW_DEG, turned
 
     yaw = NOVEL_YAW_DEG if novel_yaw is None else novel_yaw
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)

@@ -17,7 +17,9 @@ Public API
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -61,9 +63,44 @@ _LOCK = threading.Lock()
 _CACHE: dict[str, object] = {}
 
 
+_WARM: set[str] = set()
+
+
 def _quiet_mediapipe() -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextmanager
+def _native_stderr_silenced(active: bool = True):
+    """MediaPipe's native code logs a few harmless warnings straight to file descriptor 2 when a graph
+    starts; hide them (only around the first use of each solution, unless LOLNERF_DEBUG is set)."""
+    if not active or os.environ.get("LOLNERF_DEBUG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (e.g. captured): nothing to hide
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _process(name: str, img: np.ndarray):
+    """Run one cached MediaPipe solution on an image (call under _LOCK)."""
+    first = name not in _WARM
+    with _native_stderr_silenced(first):
+        out = _solution(name).process(img)
+    _WARM.add(name)
+    return out
 
 
 def _solution(name: str):
@@ -126,8 +163,8 @@ def detect_face5(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     img = _as_rgb(rgb)
     h, w = img.shape[:2]
     with _LOCK:
-        det_res = _solution("detect").process(img)
-        mesh_res = _solution("mesh").process(img)
+        det_res = _process("detect", img)
+        mesh_res = _process("mesh", img)
     det_boxes = []
     for d in det_res.detections or []:
         bb = d.location_data.relative_bounding_box
@@ -181,7 +218,7 @@ def _mesh_on_crop(img: np.ndarray, cu: float, cv: float, side: float) -> list[np
         return []
     crop = np.ascontiguousarray(img[y0:y1, x0:x1])
     with _LOCK:
-        res = _solution("mesh").process(crop)
+        res = _process("mesh", crop)
     return [_mesh_pixels(m, x1 - x0, y1 - y0, x0, y0) for m in res.multi_face_landmarks or []]
 
 
@@ -200,7 +237,7 @@ def segment_foreground(rgb: np.ndarray) -> np.ndarray:
     """Foreground (person) probability per pixel with MediaPipe selfie segmentation: float32 [H, W] in [0, 1]."""
     img = _as_rgb(rgb)
     with _LOCK:
-        res = _solution("segment").process(img)
+        res = _process("segment", img)
     mask = res.segmentation_mask
     if mask is None:  # pragma: no cover - MediaPipe always returns one for a valid image
         return np.zeros(img.shape[:2], dtype=np.float32)
@@ -222,14 +259,24 @@ def landmarks_for_image(path: str | Path, landmarker: Landmarker | None = None):
 
 
 def _detect(landmarker: Landmarker, rgb: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """Run a landmarker on one photo; anything it cannot deliver becomes LandmarksNotFound naming the file."""
     try:
         pts, conf = landmarker.detect(rgb)
     except LandmarksNotFound as exc:
         raise LandmarksNotFound(exc.reason, path) from None
-    pts = np.asarray(pts, dtype=np.float64)
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one photo must not stop a dataset-wide run
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise LandmarksNotFound(f"landmarker error ({type(exc).__name__}: {first})", path) from None
+    try:
+        pts = np.asarray(pts, dtype=np.float64)
+        conf = float(conf)
+    except (TypeError, ValueError):
+        raise LandmarksNotFound("landmarker returned unusable points", path) from None
     if pts.shape != (len(landmarker.names), 2) or not np.isfinite(pts).all():
         raise LandmarksNotFound(f"landmarker returned unusable points (shape {list(pts.shape)})", path)
-    return pts, float(conf)
+    return pts, float(np.clip(conf, 0.0, 1.0)) if np.isfinite(conf) else 0.0
 
 
 @dataclass
@@ -264,7 +311,10 @@ def find_landmarks(data: str | Path, masks: bool = False, progress: Progress | N
     ds = dataset(data)
     files = list_images(ds.images)
     lmk = landmarker or MediaPipeFace5()
-    result = Landmarks(scheme=lmk.scheme, names=list(lmk.names))
+    names = list(lmk.names)
+    if len(names) < 4 or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"a landmarker needs 4 or more distinct point names, got {names!r}")
+    result = Landmarks(scheme=str(lmk.scheme), names=names)
     run = LandmarkRun(result, Path(out) if out is not None else ds.landmarks)
     prog = or_silent(progress)
     with prog.task("landmarks", total=len(files)) as task:
@@ -288,6 +338,10 @@ def find_landmarks(data: str | Path, masks: bool = False, progress: Progress | N
                     run.masks_written += 1
                 except InputError as exc:
                     run.mask_failed.append({"file_path": rel, "reason": exc.reason})
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a mask failure must not stop the run
+                    run.mask_failed.append({"file_path": rel, "reason": f"segmentation error ({type(exc).__name__})"})
             task.advance(found=len(result.frames), failed=len(result.failed))
     write_landmarks(run.path, result)
     return run

@@ -26,6 +26,7 @@ class Mesh:
     vertices: np.ndarray        # [V, 3] float32, object frame
     faces: np.ndarray           # [F, 3] int32, counter-clockwise seen from outside
     colors: np.ndarray          # [V, 3] uint8
+    threshold: float = MESH_THRESHOLD   # the density level that was extracted
 
 
 @torch.inference_mode()
@@ -79,17 +80,24 @@ def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 
-def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: float = MESH_THRESHOLD,
+def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,
                  progress: Progress | None = None) -> Mesh:
-    """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex."""
+    """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex.
+
+    threshold None: MESH_THRESHOLD, or half the peak density where the peak is lower than twice that
+    (a briefly trained model whose object is still a soft fog)."""
     from skimage import measure
 
     if grid < 8:
         raise InputError("--grid", "must be at least 8")
-    if not threshold > 0:
+    if threshold is not None and not threshold > 0:
         raise InputError("--threshold", "must be a positive density")
     dens, axis = density_grid(loaded, z, grid, progress)
     top = float(dens.max())
+    if threshold is None:
+        threshold = MESH_THRESHOLD if top >= 2 * MESH_THRESHOLD else 0.5 * top
+        if not threshold > 0:
+            raise InputError("--threshold", "the density is zero everywhere; there is no surface to extract")
     if top <= threshold:
         raise InputError("--threshold", f"no density reaches {threshold:g} (the highest is {top:.3g}); "
                                         f"try a lower --threshold, e.g. {max(top * 0.5, 1e-3):.3g}")
@@ -104,7 +112,7 @@ def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: floa
     verts = verts - step + axis[0]               # undo the padding offset, then move to the object frame
     verts = verts.astype(np.float32)
     colors = field_colors(loaded, z, verts)
-    return Mesh(verts, faces.astype(np.int32), colors)
+    return Mesh(verts, faces.astype(np.int32), colors, float(threshold))
 
 
 # ----------------------------------------------------------------------------------------- writers

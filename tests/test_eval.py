@@ -312,3 +312,170 @@ def test_novel_frames_without_object_key(tiny_run, no_lpips_env, tmp_path):
     (folder / "transforms.json").write_text(json.dumps(tf))
     msg = _eval_fails(tiny_run, no_lpips_env, "--novel", str(folder))
     assert "transforms.json" in msg and "'object'" in msg
+
+
+def test_frames_not_recognised(tiny_run, no_lpips_env):
+    msg = _eval_fails(tiny_run, no_lpips_env, "--frames", "sideways")
+    assert "--frames" in msg and "as-given" in msg
+
+
+def test_true_cameras_are_used_as_given(evaluated):
+    """synth's cameras (no fit-cameras marker) train a model in the folder's own frame: auto -> as-given."""
+    m = json.loads(evaluated[0][0].read_text())
+    assert m["settings"]["frames"] == {"option": "auto", "training_cameras": "given", "novel": "as-given",
+                                       "heldout": "as-given"}
+    assert m["novel"]["frames"] == "as-given" and "alignment" not in m["novel"]
+    assert all(r["depth_scale"] == 1.0 for r in m["depth"]["per_object"])
+
+
+# ----------------------------------------------------------------------------------------- camera frames
+def _rot_angle_deg(r: np.ndarray) -> float:
+    """Rotation angle of r [3, 3] in degrees, accurate near 0 (atan2 of sin and cos, not arccos)."""
+    sin = np.linalg.norm([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]]) / 2
+    return math.degrees(math.atan2(sin, (np.trace(r) - 1) / 2))
+
+
+def _random_rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def test_alignment_recovers_a_known_similarity():
+    """True cameras moved into another frame by a random similarity X' = s A X + b: given the query's
+    camera in that frame exactly, the relative-pose alignment gives every other camera exactly."""
+    from lolnerf_cli.cameras import look_at, spherical_eye
+    from lolnerf_cli.evaluate import align_views, relative_scale
+
+    rng = np.random.default_rng(3)
+    eyes = spherical_eye(rng.uniform(-60, 60, 6), rng.uniform(-25, 25, 6), rng.uniform(2.0, 3.5, 6))
+    true = look_at(eyes, target=rng.normal(scale=0.1, size=3))                # [6, 4, 4], object at the origin
+    for trial in range(5):
+        a, s, b = _random_rotation(rng), float(np.exp(rng.uniform(-1.5, 1.5))), rng.normal(scale=2.0, size=3)
+        sim = np.eye(4)
+        sim[:3, :3], sim[:3, 3] = a, b
+        model = sim @ true                                                   # rotate and move, then scale distances:
+        model[:, :3, 3] = (s * (true[:, :3, 3] @ a.T)) + b                   # o' = s A o + b
+        q = trial % len(true)
+        scale = relative_scale(model[q], true[q], centre_model=b)           # the object centre maps 0 -> b
+        assert scale == pytest.approx(s, rel=1e-12)
+        got = align_views(model[q], true[q], true, scale)
+        np.testing.assert_allclose(got, model, atol=1e-10)
+        # centred similarity (b = 0): the default centres (both origins) give the exact scale as well
+        model0 = model.copy()
+        model0[:, :3, 3] -= b
+        assert relative_scale(model0[q], true[q]) == pytest.approx(s, rel=1e-12)
+
+
+def test_frames_mode_rule():
+    from lolnerf_cli.errors import InputError
+    from lolnerf_cli.evaluate import cameras_fitted, frames_mode
+
+    assert frames_mode("auto", True, False) == "query"
+    assert frames_mode("auto", True, True) == "as-given"
+    assert frames_mode("auto", False, False) == "as-given"
+    assert frames_mode("query", False, True) == "query" and frames_mode("as-given", True, False) == "as-given"
+    with pytest.raises(InputError):
+        frames_mode("both", True, False)
+    assert cameras_fitted({"camera_source": "fit-cameras"}) and not cameras_fitted({"camera_model": "OPENCV"})
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    """The real pipeline: synth photos (32 px, 2 holdout objects), cameras from `fit-cameras` (the fitted
+    object frame), a tiny model trained briefly on them. The holdout keeps synth's true cameras."""
+    from lolnerf_cli.camfit import fit_cameras
+    from lolnerf_cli.synth import synthesize
+    from lolnerf_cli.train import train
+
+    root = tmp_path_factory.mktemp("eval_fitted")
+    data, run = root / "data", root / "run"
+    synthesize(data, n=8, resolution=32, holdout=2, views=2, seed=1)
+    fit_cameras(data)
+    train(data, run, "tiny", steps=3, device="cpu", resolution=32, preview_every=0, precision="fp32")
+    return types.SimpleNamespace(root=root, data=data, run=run, holdout=data / "holdout")
+
+
+def _aligned_objects(fitted_run, folder=None, frames="auto"):
+    from lolnerf_cli.evaluate import EvalOptions, Evaluator, _novel_objects
+
+    folder = folder or fitted_run.holdout
+    ev = Evaluator(fitted_run.data, fitted_run.run, EvalOptions(device="cpu", frames=frames))
+    objects = _novel_objects(folder)
+    for obj in objects:
+        obj.query.load(folder)
+        for v in obj.views:
+            v.load(folder)
+    assert ev.check_frames(folder) == "query"
+    for obj in objects:
+        ev.align_object(folder, obj)
+    return objects
+
+
+def test_fitted_transforms_are_marked(fitted_run):
+    from lolnerf_cli.formats import read_transforms
+
+    assert read_transforms(fitted_run.data / "transforms.json").extra["camera_source"] == "fit-cameras"
+    assert "camera_source" not in read_transforms(fitted_run.holdout / "transforms.json").extra
+
+
+def test_aligned_cameras(fitted_run):
+    """The query camera in the model frame reprojects RUN/keypoints.json onto the query's landmarks; the
+    other views keep their true rotation relative to the query and their relative position, scaled by s."""
+    from lolnerf_cli.cameras import project
+    from lolnerf_cli.formats import read_keypoints, read_landmarks
+
+    kp = read_keypoints(fitted_run.run / "keypoints.json").points
+    lms = {f.file_path: f.points for f in read_landmarks(fitted_run.holdout / "landmarks.json").frames}
+    for obj in _aligned_objects(fitted_run):
+        q = obj.query
+        assert obj.alignment["landmarks"] == "landmarks.json"     # (a 32 px face may be flagged: 0.5 px > 10 %)
+        cam = q.camera()
+        assert (cam.fx, cam.fy, cam.cx, cam.cy) == (q.frame.fl_x, q.frame.fl_y, q.frame.cx, q.frame.cy)
+        uv, z = project(kp, cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy)
+        err = np.linalg.norm(uv - lms[q.file_path], axis=1)
+        assert (z > 0).all() and err.max() < 2.0, err
+        assert obj.alignment["landmark_rmse_px"] == pytest.approx(np.sqrt((err ** 2).mean()), abs=1e-3)
+        s = obj.scale
+        assert s == pytest.approx(np.linalg.norm(cam.c2w[:3, 3]) / np.linalg.norm(q.frame.c2w[:3, 3]))
+        for v in obj.views:
+            rel_true = np.linalg.inv(q.frame.c2w) @ v.frame.c2w
+            rel_model = np.linalg.inv(cam.c2w) @ v.camera().c2w
+            assert _rot_angle_deg(rel_true[:3, :3].T @ rel_model[:3, :3]) < 1e-6
+            np.testing.assert_allclose(rel_model[:3, 3], s * rel_true[:3, 3], atol=1e-9)
+            vc = v.camera()
+            assert (vc.fx, vc.fy, vc.cx, vc.cy, vc.w, vc.h) == (v.frame.fl_x, v.frame.fl_y, v.frame.cx, v.frame.cy,
+                                                                v.frame.w, v.frame.h)
+
+
+def test_query_landmarks_fall_back_to_keypoints_uv(fitted_run, tmp_path):
+    """Without DIR/landmarks.json the query frame's keypoints_uv (same points, here) place the query."""
+    folder = tmp_path / "holdout"
+    shutil.copytree(fitted_run.holdout, folder)
+    (folder / "landmarks.json").unlink()
+    ref = {o.name: o for o in _aligned_objects(fitted_run)}
+    for obj in _aligned_objects(fitted_run, folder):
+        assert obj.alignment["landmarks"] == "keypoints_uv"
+        np.testing.assert_allclose(obj.query.camera().c2w, ref[obj.name].query.camera().c2w, atol=1e-3)
+
+
+def test_eval_aligns_a_model_trained_on_fitted_cameras(fitted_run, no_lpips_env):
+    out = fitted_run.root / "m" / "metrics.json"
+    res = _invoke(["eval", str(fitted_run.data), "--model", str(fitted_run.run), "--out", str(out), "--subset", "1",
+                   "--invert-steps", "2", "--device", "cpu", "--no-figure"], env=no_lpips_env)
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert m["settings"]["frames"] == {"option": "auto", "training_cameras": "fit-cameras", "novel": "query",
+                                       "heldout": "query"}
+    novel = m["novel"]
+    assert novel["frames"] == "query" and novel["count"] == 4 and _finite(novel["psnr"])
+    align = {a["object"]: a for a in novel["alignment"]}
+    assert sorted(align) == ["h0000", "h0001"]
+    for a in align.values():
+        assert a["landmarks"] == "landmarks.json" and a["landmark_rmse_px"] < 2.0 and a["scale"] > 0
+    for row in m["depth"]["per_object"]:
+        assert row["depth_scale"] == pytest.approx(align[row["object"]]["scale"])
+    held = m["heldout"]
+    assert held["frames"] == "query" and "fitted" in held["cameras"]
+    for row in held["images"]:                          # the same query cameras as the novel section's
+        assert row["alignment"]["scale"] == pytest.approx(align[row["file_path"][7:12]]["scale"])

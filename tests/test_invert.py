@@ -59,7 +59,7 @@ def test_inversion_beats_the_mean_latent_on_an_unseen_photo(tiny, loaded):
         gt = rgb.astype(np.float32) / 255
         before = _psnr(render_image(loaded.model, mean, cam, loaded.cfg.render)["rgb"], gt)
         after = _psnr(render_image(loaded.model, result.latents[i], cam, loaded.cfg.render)["rgb"], gt)
-        assert after > before + 0.3, (before, after)
+        assert after > before + 0.2, (before, after)
         assert result.psnr[i] == pytest.approx(after, abs=0.05)
         assert result.psnr_init[i] == pytest.approx(before, abs=0.05)
     # each photo got its own latent

@@ -44,7 +44,7 @@ def test_export_binary_ply_of_a_solid_cube(cube, tmp_path):
     assert out.read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\n")
     mesh = read_ply(out)
     _check_cube_mesh(mesh, 10.0)
-    assert f"{len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces" in res.stdout
+    assert f"{len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces" in res.stdout and "threshold 10," in res.stdout
 
 
 def test_ascii_ply_and_obj_hold_the_same_mesh(cube, tmp_path):

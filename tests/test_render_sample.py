@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from use_models import CUBE_RGB, CUBE_VIEW, cube_run, cube_surface, error_line, invoke, tiny_run
+from use_models import CUBE_RGB, cube_run, cube_surface, error_line, invoke, tiny_run
 
 from lolnerf_cli.cameras import focal_from_fov, look_at, spherical_eye
 
@@ -160,6 +160,16 @@ def test_sample_is_deterministic_and_writes_a_grid(tiny, tmp_path):
     assert not torch.allclose(za, outs["c"][0])
     assert len({tuple(r.tolist()) for r in za}) == 5                        # five different identities
     assert _png(tmp_path / "a" / "grid.png").shape == (2 * 12 + 2, 3 * 12 + 2 * 2, 3)   # 3 x 2 near-square grid
+
+
+def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
+    res = invoke(["sample", "--model", str(tiny.run), "--n", "2", "--seed", "1", "--out", str(tmp_path / "s"),
+                  "--orbit", "--frames", "3", "--resolution", "16", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "latents.safetensors",
+                                                                  "sample_000.mp4", "sample_001.mp4"]
+    for name in ("sample_000.mp4", "sample_001.mp4"):
+        assert len(iio.mimread(tmp_path / "s" / name, format="FFMPEG")) == 3
 
 
 def test_truncation_zero_gives_the_mean_and_one_the_table_spread(tiny):

@@ -1,10 +1,77 @@
+"""`lolnerf demo`: the whole pipeline on built-in synthetic data, as the same commands a user would type."""
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import typer
 
-from ..app import app, guarded, not_yet
+from ..app import app, console, guarded
+from ..errors import InputError, LolnerfError
+
+DEMO_STEPS = 1500     # training steps of the demo (a few minutes on 2 CPU cores)
+DEMO_N = 300          # synthetic training photos
+DEMO_RES = 32         # pixels
+
+
+def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[str, list[str]]]:
+    data, run = out / "data", out / "run"
+    return [
+        ("make a synthetic photo collection (300 single views of face-like objects + 3 held-out objects)",
+         ["synth", str(data), "--n", str(n), "--resolution", str(resolution), "--holdout", "3"]),
+        ("fit cameras and canonical 3D keypoints from the 2D landmarks (the true cameras are not used)",
+         ["fit-cameras", str(data)]),
+        ("train the latent table and the NeRF",
+         ["train", str(data), "--out", str(run), "--preset", "cpu", "--resolution", str(resolution),
+          "--steps", str(steps), "--images-per-step", "32", "--preview-every", "500"]),
+        ("render training image 0 as an orbit video",
+         ["render", "--model", str(run), "--index", "0", "--orbit", "--out", str(out / "orbit.mp4"),
+          "--resolution", "96", "--frames", "36"]),
+        ("lift a held-out photo into 3D (inversion with its camera)",
+         ["invert", str(data / "holdout" / "images" / "h0000_q.png"), "--model", str(run),
+          "--camera", str(data / "holdout" / "transforms.json"), "--out", str(out / "inverted.safetensors"),
+          "--steps", "150"]),
+        ("render the inverted latent from the held-out object's other cameras, with depth",
+         ["render", "--model", str(run), "--latent", str(out / "inverted.safetensors"), "--camera",
+          str(data / "holdout" / "transforms.json"), "--out", str(out / "novel_views"), "--depth"]),
+        ("sample 16 new identities (PCA Gaussian, truncation 0.7)",
+         ["sample", "--model", str(run), "--n", "16", "--truncation", "0.7", "--out", str(out / "samples"),
+          "--resolution", "64"]),
+        ("measure it the way the paper does",
+         ["eval", str(data), "--model", str(run), "--out", str(out / "metrics.json"), "--invert-steps", "150"]),
+    ]
 
 
 @app.command("demo")
 @guarded
-def demo():
-    """Run the whole pipeline end to end on built-in synthetic data."""
-    not_yet("lolnerf demo")
+def demo(
+    out: Path = typer.Option(Path("lolnerf-demo"), "--out", help="Folder for everything the demo writes."),
+    steps: int = typer.Option(DEMO_STEPS, "--steps", min=1, help="Training steps."),
+    n: int = typer.Option(DEMO_N, "--n", min=8, help="Synthetic training photos."),
+    resolution: int = typer.Option(DEMO_RES, "--resolution", min=16, help="Image size in pixels."),
+):
+    """Run the whole pipeline end to end on built-in synthetic data (a few minutes on a laptop CPU)."""
+    if out.exists() and any(out.iterdir()):
+        raise InputError(out, "already exists and is not empty; remove it or pass another --out")
+    t_all = time.time()
+    cmds = demo_commands(out, steps, n, resolution)
+    for i, (what, args) in enumerate(cmds, 1):
+        console.rule(f"[bold]{i}/{len(cmds)}: {what}")
+        console.print(f"$ lolnerf {shlex.join(args)}", markup=False, highlight=False)
+        t0 = time.time()
+        r = subprocess.run([sys.executable, "-m", "lolnerf_cli", *args])
+        if r.returncode != 0:
+            raise LolnerfError(f"demo step {i} (lolnerf {args[0]}) failed with exit status {r.returncode}")
+        console.print(f"[dim]({time.time() - t0:.0f} s)[/]")
+    console.rule("[bold green]done")
+    console.print(f"everything is in {out}/ ({time.time() - t_all:.0f} s in all):")
+    for name, what in [("data/", "the synthetic dataset (images, masks, landmarks, fitted cameras)"),
+                       ("run/", "the trained model, log.jsonl and previews/latest.png"),
+                       ("orbit.mp4", "an orbit video of training image 0"),
+                       ("inverted_preview.png", "input | reconstruction | novel view of a held-out photo"),
+                       ("novel_views/", "that photo rendered from the other cameras, with depth"),
+                       ("samples/grid.png", "16 new identities"),
+                       ("metrics.json, metrics_figure.png", "the evaluation")]:
+        console.print(f"  {out}/{name:<34} {what}", markup=False)

@@ -25,16 +25,28 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
     precision: str = typer.Option("fp32", "--precision", help="Rendering precision: fp32 (default), bf16 or auto."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write the figure PNG beside metrics.json."),
+    frames: str = typer.Option("auto", "--frames", help="Camera frame of the held-out / novel cameras: 'query' "
+                                                        "fits each query view's camera to RUN/keypoints.json and "
+                                                        "places the other views relative to it; 'as-given' uses "
+                                                        "the folder's cameras unchanged; 'auto' (default) is "
+                                                        "'query' when DATA/transforms.json was written by "
+                                                        "fit-cameras and the folder's was not."),
 ):
     """Measure reconstruction, held-out, novel-view and depth quality the way the paper does."""
     from ..evaluate import EvalOptions, evaluate as run_eval
 
-    opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision)
+    opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
+                       frames=frames)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:
         console.print(f"[yellow]{_esc(result.lpips_unavailable)}[/]")
     print_tables(result.metrics)
+    used = result.metrics["settings"].get("frames") or {}
+    aligned = [k for k in ("heldout", "novel") if used.get(k) == "query"]
+    if aligned:
+        console.print(f"{' and '.join(aligned)} cameras: each query view fitted to RUN/keypoints.json, the other "
+                      f"views placed relative to it (--frames {used.get('option')})")
     console.print(f"metrics: {_esc(str(result.metrics_path))}" +
                   (f"   figure: {_esc(str(result.figure_path))}" if result.figure_path else ""))
 

@@ -15,7 +15,8 @@ def export_mesh(
     row: int = typer.Option(0, "--row", help="Row of --latent."),
     out: Path = typer.Option(..., "--out", help="FILE.ply or FILE.obj (vertex colours included)."),
     grid: int = typer.Option(128, "--grid", min=8, max=1024, help="Grid points per axis across the bounding cube."),
-    threshold: float = typer.Option(10.0, "--threshold", help="Density of the extracted surface."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Density of the extracted surface (default 10, or half "
+                                                                          "the peak density of a model that never reaches 20)."),
     ascii: bool = typer.Option(False, "--ascii", help="Write an ASCII PLY instead of a binary one."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
@@ -38,5 +39,5 @@ def export_mesh(
     mesh = extract_mesh(loaded, lat.z, grid, threshold, reporter())
     write_mesh(out, mesh, ascii=ascii)
     console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces "
-                  f"(grid {grid}^3, threshold {threshold:g}, {lat.source}, {time.perf_counter() - t0:.1f} s)",
+                  f"(grid {grid}^3, threshold {mesh.threshold:.3g}, {lat.source}, {time.perf_counter() - t0:.1f} s)",
                   soft_wrap=True, markup=False)

@@ -16,8 +16,10 @@ def invert(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default 200)."),
     out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate of the latents (default 0.02)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate of the latents (default 0.05)."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also learn a small rotation/translation correction of each camera."),
+    focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Focal length in pixels for cameras fitted from landmarks "
+                                                                         "(default: the training cameras' field of view)."),
     no_mask: bool = typer.Option(False, "--no-mask", help="Ignore masks (DATA/masks/<stem>.png, alpha channels, segmentation)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the pixel batches."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
@@ -34,7 +36,9 @@ def invert(
     if out.exists() and out.is_dir():
         raise InputError(out, "is a folder; give a file name ending in .safetensors")
     loaded = load_model(model, pick_device(device))
-    photos = load_photos(loaded, images, camera, use_masks=not no_mask)
+    if focal is not None and camera is not None:
+        raise InputError("--focal", "applies to landmark-fitted cameras only; --camera gives the focal length")
+    photos = load_photos(loaded, images, camera, use_masks=not no_mask, focal=focal)
     n_steps = steps or INVERT_STEPS
     result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
                            steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,
