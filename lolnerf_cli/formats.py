@@ -24,6 +24,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 # ----------------------------------------------------------------------------------------- atomic I/O
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     try:
@@ -35,6 +44,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.chmod(tmp, 0o666 & ~_UMASK)      # mkstemp makes 0600; give the usual permissions
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:

@@ -43,8 +43,8 @@ def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progr
     out = np.zeros((grid, grid, grid), np.float32)
     # one "ray" = one grid line along z (S = G samples), so the field's per-ray latent terms are shared
     lines_per_chunk = max(1, chunk // grid)
-    yy, xx = torch.meshgrid(ax, ax, indexing="xy")                                 # [G, G] each, [y, x]
-    xy = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)                         # [G*G, 2] (x fastest)
+    gx, gy = torch.meshgrid(ax, ax, indexing="ij")            # [G, G]: gx[i, j] = ax[i], gy[i, j] = ax[j]
+    xy = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)    # [G*G, 2]: line n: x = ax[n // G], y = ax[n % G]
     n_lines = xy.shape[0]
     with or_silent(progress).task("evaluating density", total=n_lines) as task:
         for s in range(0, n_lines, lines_per_chunk):
@@ -59,7 +59,7 @@ def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progr
             sigma = sigma.float()
             sigma = torch.where((pts * pts).sum(-1) <= radius * radius, sigma, torch.zeros_like(sigma))
             idx = torch.arange(s, s + l)
-            yi, xi = (idx // grid).numpy(), (idx % grid).numpy()
+            xi, yi = (idx // grid).numpy(), (idx % grid).numpy()
             out[xi, yi, :] = sigma.cpu().numpy()
             task.advance(l)
     return out, axis

@@ -25,7 +25,7 @@ import torch
 
 from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
 from .errors import InputError
-from .formats import atomic_write_bytes, read_json
+from .formats import _UMASK, atomic_write_bytes, read_json
 from .progress import Progress, or_silent
 
 VIDEO_FPS = 24                 # frames per second of every video written here
@@ -117,12 +117,6 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- writers
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def output_kind(path: str | Path) -> str:
     """'mp4', 'gif' or 'frames' (a folder of numbered PNGs) from an output path's suffix."""
     suffix = Path(path).suffix.lower()
@@ -213,7 +207,7 @@ class FrameSink:
         elif self.kind == "mp4" and self._writer is not None:
             self._writer.close()
             self._writer = None
-            os.chmod(self._tmp, 0o666 & ~_umask())      # mkstemp makes 0600; give the usual file mode
+            os.chmod(self._tmp, 0o666 & ~_UMASK)      # mkstemp makes 0600; give the usual file mode
             os.replace(self._tmp, self.path)
             self._tmp = None
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Several processes share the CPU in these tests (DDP ranks, CLI subprocesses): OpenMP threads that
+# busy-wait make everything many times slower then. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 # Parameters of the shared dataset (tests may read these to know what to expect).
 SYNTH_N, SYNTH_RES, SYNTH_HOLDOUT, SYNTH_SEED = 24, 32, 2, 0

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from use_models import RES, error_line, invoke, tiny_run
+from conftest import SYNTH_RES as RES
+from use_models import error_line, invoke, tiny_run
 
 from lolnerf_cli.images import load_image
 

@@ -1,4 +1,4 @@
-"""`lolnerf export-mesh`: marching cubes of a model whose geometry is known (a solid cube), PLY/OBJ files
+"""`lolnerf export-mesh`: marching cubes of a model whose geometry is known (a solid box), PLY/OBJ files
 that parse back, vertex colours from the field, outward-facing triangles, clear errors."""
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ def cube(tmp_path_factory):
 def _check_cube_mesh(mesh, threshold: float):
     assert len(mesh.faces) > 100 and len(mesh.vertices) > 50
     assert mesh.faces.min() >= 0 and mesh.faces.max() < len(mesh.vertices)
-    inf = np.abs(mesh.vertices).max(axis=1)
     surface, cell = cube_surface(threshold), 2.0 / (GRID - 1)
-    assert inf.max() == pytest.approx(surface, abs=cell)       # the faces of the cube ...
-    assert inf.min() > surface - 2 * cell                      # ... and nothing far inside it (rounded edges only)
-    # every face of the six sides is seen: vertices reach both ends of every axis
+    # the box's six faces, each axis at its own extent (x narrower than y narrower than z)
     for axis in range(3):
-        assert mesh.vertices[:, axis].min() < -surface + cell and mesh.vertices[:, axis].max() > surface - cell
+        assert mesh.vertices[:, axis].max() == pytest.approx(surface[axis], abs=cell)
+        assert mesh.vertices[:, axis].min() == pytest.approx(-surface[axis], abs=cell)
+    # and nothing far inside it (the edges are slightly rounded): every vertex lies on the box's boundary
+    outside = (np.abs(mesh.vertices) - surface).max(axis=1)
+    assert outside.min() > -2 * cell and outside.max() < cell
     # colours come from the field (uniform), not a default
     assert np.abs(mesh.colors.astype(float) / 255 - np.array(CUBE_RGB)).max() < 2 / 255
     # triangles wind counter-clockwise seen from outside: normals point away from the centre
@@ -34,7 +35,7 @@ def _check_cube_mesh(mesh, threshold: float):
     assert (np.einsum("fi,fi->f", normals, v.mean(axis=1)) > 0).mean() > 0.99
 
 
-def test_export_binary_ply_of_a_solid_cube(cube, tmp_path):
+def test_export_binary_ply_of_a_solid_box(cube, tmp_path):
     from lolnerf_cli.mesh import read_ply
 
     out = tmp_path / "cube.ply"

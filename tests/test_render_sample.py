@@ -56,7 +56,7 @@ def test_render_camera_writes_one_png_per_frame_with_depth(cube, tmp_path):
     assert np.isnan(depth[0, 0]) and np.isnan(depth[0, -1]) and np.isnan(depth[-1, 0])   # rays that miss the cube
     centre = depth[10:14, 10:14]
     assert np.isfinite(centre).all()
-    assert centre.mean() == pytest.approx(2.7 - cube_surface(10.0), abs=0.08)          # z-depth of the front face
+    assert centre.mean() == pytest.approx(2.7 - cube_surface(10.0)[2], abs=0.08)       # z-depth of the front face
     assert np.load(out / "side_depth.npy").shape == (16, 20)
     dpng = _png(out / "front_depth.png")
     assert dpng.shape == (24, 24, 3) and (dpng[0, 0] == 0).all() and dpng[12, 12].sum() > 0   # NaN -> black
