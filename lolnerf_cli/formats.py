@@ -441,25 +441,11 @@ def write_transforms(path: str | Path, tf: Transforms) -> None:
 class DatasetPaths:
     root: Path
 
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def masks(self) -> Path:
-        return self.root / "masks"
-
-    @property
-    def landmarks(self) -> Path:
-        return self.root / "landmarks.json"
-
-    @property
-    def transforms(self) -> Path:
-        return self.root / "transforms.json"
-
-    @property
-    def keypoints(self) -> Path:
-        return self.root / "keypoints.json"
+    images = property(lambda self: self.root / "images")
+    masks = property(lambda self: self.root / "masks")
+    landmarks = property(lambda self: self.root / "landmarks.json")
+    transforms = property(lambda self: self.root / "transforms.json")
+    keypoints = property(lambda self: self.root / "keypoints.json")
 
     def mask_for(self, file_path: str) -> Path:
         return self.masks / (Path(file_path).stem + ".png")

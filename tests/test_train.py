@@ -189,3 +189,30 @@ def test_resume_refuses_a_changed_model(synth_data, tmp_path):
     (tmp_path / "a" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="different model"):
         Trainer(synth_data, tmp_path / "a", resolve_config(tmp_path / "a", None, True, {}), resume=True)
+
+
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    from lolnerf_cli import formats
+
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old, complete contents")
+
+    def no_space(fd, *a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(formats.os, "fsync", no_space)
+    with pytest.raises(InputError, match="No space left on device") as exc:
+        formats.atomic_write_bytes(target, b"new contents")
+    assert str(target) in str(exc.value)
+    assert target.read_bytes() == b"old, complete contents"          # the previous file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
+
+
+def test_output_folder_that_is_a_file_is_a_clear_error(synth_data, tmp_path):
+    blocker = tmp_path / "run"
+    blocker.write_text("not a folder")
+    r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(blocker), "--preset", "tiny"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr

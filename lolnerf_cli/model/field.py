@@ -36,13 +36,18 @@ class LatentField(nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [R, S, 3] points (object frame), z [R, D] one latent per ray -> sigma [R, S], rgb [R, S, 3]."""
         xe = posenc(x / self.cfg.scene_radius, self.cfg.pos_freqs)              # [R, S, Ex]
-        h = F.relu(self.in_x(xe) + self.in_z(z)[:, None, :])                     # [R, S, W]
+        # In-place adds and ReLUs: a linear layer's backward needs its input, not its output, so the
+        # outputs can be reused as buffers (fewer [R, S, W] allocations and memory passes per layer).
+        h = self.in_x(xe)                                                        # [R, S, W]
+        h += self.in_z(z)[:, None, :]
+        F.relu(h, inplace=True)
         for i, layer in enumerate(self.hidden, start=1):
             pre = layer(h)
             key = str(i)
             if key in self.skip_x:
-                pre = pre + self.skip_x[key](xe) + self.skip_z[key](z)[:, None, :]
-            h = F.relu(pre)
+                pre += self.skip_x[key](xe)
+                pre += self.skip_z[key](z)[:, None, :]
+            h = F.relu(pre, inplace=True)
         raw = self.out(h).float()                                                # [R, S, 4]
         sigma = F.softplus(raw[..., 0] + self.cfg.density_bias)
         rgb = torch.sigmoid(raw[..., 1:])
