@@ -42,12 +42,12 @@ class RenderConfig:
 @dataclass
 class TrainConfig:
     steps: int = 15000
-    images_per_step: int = 32     # B: images drawn per step
-    pixels_per_image: int = 32    # P: random pixels drawn from each image
+    images_per_step: int = 128    # B: images drawn per step (many images, few pixels each: every
+    pixels_per_image: int = 8     # P: latent row gets frequent updates; random pixels per image
     resolution: int = 64          # training images are cached at this size (square)
     lr: float = 5e-4              # network learning rate at step 0 ...
     lr_final: float = 1e-4        # ... decayed exponentially to this at the last step
-    latent_lr: float = 1e-2       # Adam learning rate of the latent table (decays by the same factor)
+    latent_lr: float = 3e-2       # sparse Adam learning rate of the latent table (decays by the same factor)
     latent_init_std: float = 0.01  # latent rows start as small Gaussian noise
     rgb_weight: float = 1.0
     mask_weight: float = 0.1

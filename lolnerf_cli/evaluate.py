@@ -766,11 +766,14 @@ class Evaluator:
         with self.progress.task("eval: novel views", total=n_views) as task:
             for obj, z in zip(objects, lat):
                 first = None
+                flat = self.ground_truth(obj.query.rgb)   # baseline: the query photo as a flat picture
                 for v in obj.views:
                     gt = self.ground_truth(v.rgb)
                     mask = _resize_mask(v.mask_full, self.res)
                     out = self.render(z, v.camera())
                     row = {"object": obj.name, "file_path": v.file_path, **self.scorer.masked(out["rgb"], gt, mask)}
+                    on = mask >= MASK_THRESHOLD
+                    row["flat_psnr"] = _as_float(self.scorer.m.psnr(flat, gt, on)) if on.any() else None
                     rows.append(row)
                     if first is None:
                         first = (v, gt, out, row)
@@ -785,7 +788,8 @@ class Evaluator:
                     caption = f"novel {obj.name}: query | prediction | {view} | depth   masked PSNR {psnr}"
                     self.figure_rows.append({"kind": "novel", "caption": caption,
                                              "tiles": [self.ground_truth(obj.query.rgb), out["rgb"], gt, out["depth"]]})
-        extra = {"folder": str(folder), "objects": len(objects), "masked": True, "frames": mode}
+        extra = {"folder": str(folder), "objects": len(objects), "masked": True, "frames": mode,
+                 "flat_picture_psnr": _summary(rows, "flat_psnr")}
         if mode == "query":
             extra["alignment"] = [o.alignment for o in objects]
         novel = self._section(rows, ("psnr", "ssim", "lpips"), {**extra, "views": rows})

@@ -111,6 +111,9 @@ def test_metrics_json_has_spec_keys_and_counts(evaluated, tiny_run):
     assert novel["objects"] == tiny_run.objects and novel["count"] == tiny_run.views and novel["masked"] is True
     assert _finite(novel["psnr"]) and _finite(novel["ssim"])
     assert not any(r["file_path"].endswith("_q.png") for r in novel["views"])   # the query view is never scored
+    flat = novel["flat_picture_psnr"]                     # the flat-picture baseline is measured beside it
+    assert _finite(flat) and flat["count"] == tiny_run.views
+    assert all(r["flat_psnr"] is None or math.isfinite(r["flat_psnr"]) for r in novel["views"])
 
     depth = m["depth"]
     assert depth["objects"] == tiny_run.objects and len(depth["per_object"]) == tiny_run.objects

@@ -25,7 +25,7 @@ def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[
          ["fit-cameras", str(data)]),
         ("train the latent table and the NeRF",
          ["train", str(data), "--out", str(run), "--preset", "cpu", "--resolution", str(resolution),
-          "--steps", str(steps), "--images-per-step", "32", "--preview-every", "500"]),
+          "--steps", str(steps), "--preview-every", "500"]),
         ("render training image 0 as an orbit video",
          ["render", "--model", str(run), "--index", "0", "--orbit", "--out", str(out / "orbit.mp4"),
           "--resolution", "96", "--frames", "36"]),

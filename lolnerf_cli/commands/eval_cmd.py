@@ -78,6 +78,9 @@ def print_tables(m: dict) -> None:
         count = str(sec["count"])
         t.add_row(label, count, _cell(sec.get("psnr")), _cell(sec.get("ssim"), 3), _cell(sec.get("lpips"), 3),
                   _cell(sec.get("psnr_masked")) if "psnr_masked" in sec else "(masked)")
+    if m.get("novel") and m["novel"].get("flat_picture_psnr"):
+        t.add_row("novel: flat query photo", str(m["novel"]["flat_picture_psnr"]["count"]),
+                  _cell(m["novel"]["flat_picture_psnr"]), "", "", "(baseline)")
     console.print(t)
     d = m.get("depth")
     if d:
