@@ -243,8 +243,10 @@ def cameras_from_transforms(paths: Sequence[Path], transforms_path: str | Path) 
     return out
 
 
-def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: float | None = None) -> tuple[Camera, str]:
-    """Find the 5 face landmarks and fit the photo's camera to the run's canonical keypoints (fixed).
+def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: float | None = None,
+                          points: np.ndarray | None = None) -> tuple[Camera, str]:
+    """Find the 5 face landmarks (or take the given `points` [N, 2], in RUN/keypoints.json's order) and fit
+    the photo's camera to the run's canonical keypoints (fixed).
 
     focal: in pixels of this photo; default: the training cameras' mean field of view (RUN/view.json)."""
     from .formats import read_keypoints
@@ -260,10 +262,11 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
     except ImportError as exc:
         raise InputError(path, f"cannot place this photo without --camera: landmark support is unavailable ({exc})") \
             from None
-    try:
-        points, _ = landmarks.detect_face5(rgb)          # raises LandmarksNotFound ("no face found", ...)
-    except InputError as exc:
-        raise InputError(path, exc.reason) from None
+    if points is None:
+        try:
+            points, _ = landmarks.detect_face5(rgb)      # raises LandmarksNotFound ("no face found", ...)
+        except InputError as exc:
+            raise InputError(path, exc.reason) from None
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if points.shape[0] != keypoints.points.shape[0]:
         raise InputError(kp_path, f"has {keypoints.points.shape[0]} keypoints but the face landmarker finds "
@@ -311,9 +314,35 @@ def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segmen
     return None, None
 
 
+def points_from_landmarks_file(loaded, paths: Sequence[Path], landmarks_path: str | Path) -> list[np.ndarray]:
+    """Each photo's 2D landmarks from a landmarks.json (any landmarker), matched by file name, in the order of
+    the run's canonical keypoint names."""
+    from .formats import read_keypoints, read_landmarks
+
+    landmarks_path = Path(landmarks_path)
+    lm = read_landmarks(landmarks_path)
+    if not loaded.run.keypoints.is_file():
+        raise InputError(loaded.run.keypoints, "not found; this run has no canonical keypoints to fit landmarks to")
+    names = read_keypoints(loaded.run.keypoints).names
+    missing = [n for n in names if n not in lm.names]
+    if missing:
+        raise InputError(landmarks_path, f"has no points named {missing} (the model's keypoints are {names})")
+    order = [lm.names.index(n) for n in names]
+    by_stem = {Path(f.file_path).stem: f for f in lm.frames}
+    out = []
+    for p in paths:
+        frame = by_stem.get(Path(p).stem)
+        if frame is None:
+            raise InputError(p, f"has no landmarks in {landmarks_path} (frames are matched by file name)")
+        out.append(np.asarray(frame.points, dtype=np.float64)[order])
+    return out
+
+
 def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | None = None,
-                use_masks: bool = True, focal: float | None = None) -> list[PhotoInput]:
-    """Read the photos and give each a camera (from `transforms`, or landmarks + the run's keypoints) and a mask."""
+                use_masks: bool = True, focal: float | None = None,
+                landmarks_file: str | Path | None = None) -> list[PhotoInput]:
+    """Read the photos and give each a camera (from `transforms`, or landmarks — detected, or read from
+    `landmarks_file` — fitted to the run's keypoints) and a mask."""
     from .images import load_image
 
     paths = [Path(p) for p in paths]
@@ -324,12 +353,13 @@ def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | No
         seen[p.stem] = p
     loaded_imgs = [load_image(p, with_alpha=True) for p in paths]   # unreadable files fail before any work
     cams = cameras_from_transforms(paths, transforms) if transforms is not None else None
+    given = points_from_landmarks_file(loaded, paths, landmarks_file) if landmarks_file is not None else None
     out = []
     for i, (p, (rgb, alpha)) in enumerate(zip(paths, loaded_imgs)):
         if cams is not None:
             cam, src = cams[i], Path(transforms).name
         else:
-            cam, src = camera_from_landmarks(loaded, rgb, p, focal)
+            cam, src = camera_from_landmarks(loaded, rgb, p, focal, None if given is None else given[i])
         mask, msrc = mask_for_photo(p, rgb, alpha, segment=cams is None) if use_masks else (None, None)
         out.append(PhotoInput(p, rgb, cam, mask, src, msrc))
     return out

@@ -189,3 +189,22 @@ def test_cli_invert_without_keypoints_asks_for_cameras(tiny, tmp_path):
     assert res.exit_code == 2
     line = error_line(res)
     assert "keypoints.json" in line and "--camera" in line
+
+
+def test_cli_invert_with_a_landmarks_file_fits_the_camera_to_run_keypoints(tiny, tmp_path):
+    """--landmarks: 2D points from any landmarker, matched by file name, instead of face detection."""
+    import json as _json
+
+    query = tiny.data / "holdout" / "images" / "h0000_q.png"
+    out = tmp_path / "z.safetensors"
+    res = invoke(["invert", str(query), "--model", str(tiny.run), "--landmarks",
+                  str(tiny.data / "holdout" / "landmarks.json"), "--out", str(out), "--steps", "3", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "camera: landmarks" in res.stdout
+    other = tmp_path / "lm.json"
+    lm = _json.loads((tiny.data / "holdout" / "landmarks.json").read_text())
+    lm["frames"] = [f for f in lm["frames"] if "h0000" not in f["file_path"]]
+    other.write_text(_json.dumps(lm))
+    res = invoke(["invert", str(query), "--model", str(tiny.run), "--landmarks", str(other), "--out", str(out),
+                  "--steps", "3", "--device", "cpu"])
+    assert res.exit_code == 2 and "h0000_q.png" in error_line(res) and "lm.json" in error_line(res)

@@ -11,7 +11,7 @@ import typer
 from ..app import app, console, guarded
 from ..errors import InputError, LolnerfError
 
-DEMO_STEPS = 1500     # training steps of the demo (a few minutes on 2 CPU cores)
+DEMO_STEPS = 1000     # training steps of the demo (a few minutes on 2 CPU cores)
 DEMO_N = 300          # synthetic training photos
 DEMO_RES = 32         # pixels
 
@@ -28,19 +28,19 @@ def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[
           "--steps", str(steps), "--preview-every", "500"]),
         ("render training image 0 as an orbit video",
          ["render", "--model", str(run), "--index", "0", "--orbit", "--out", str(out / "orbit.mp4"),
-          "--resolution", "96", "--frames", "36"]),
-        ("lift a held-out photo into 3D (inversion with its camera)",
+          "--resolution", "96", "--frames", "24"]),
+        ("lift a held-out photo into 3D (camera fitted from its landmarks, then inversion)",
          ["invert", str(data / "holdout" / "images" / "h0000_q.png"), "--model", str(run),
-          "--camera", str(data / "holdout" / "transforms.json"), "--out", str(out / "inverted.safetensors"),
-          "--steps", "150"]),
-        ("render the inverted latent from the held-out object's other cameras, with depth",
-         ["render", "--model", str(run), "--latent", str(out / "inverted.safetensors"), "--camera",
-          str(data / "holdout" / "transforms.json"), "--out", str(out / "novel_views"), "--depth"]),
-        ("sample 16 new identities (PCA Gaussian, truncation 0.7)",
-         ["sample", "--model", str(run), "--n", "16", "--truncation", "0.7", "--out", str(out / "samples"),
+          "--landmarks", str(data / "holdout" / "landmarks.json"), "--out", str(out / "inverted.safetensors"),
+          "--steps", "100"]),
+        ("render the inverted latent from new viewpoints, with depth",
+         ["render", "--model", str(run), "--latent", str(out / "inverted.safetensors"), "--orbit", "--frames", "8",
+          "--resolution", "64", "--out", str(out / "novel_views"), "--depth"]),
+        ("sample 9 new identities (PCA Gaussian, truncation 0.7)",
+         ["sample", "--model", str(run), "--n", "9", "--truncation", "0.7", "--out", str(out / "samples"),
           "--resolution", "64"]),
         ("measure it the way the paper does",
-         ["eval", str(data), "--model", str(run), "--out", str(out / "metrics.json"), "--invert-steps", "150"]),
+         ["eval", str(data), "--model", str(run), "--out", str(out / "metrics.json"), "--invert-steps", "100"]),
     ]
 
 
@@ -71,7 +71,7 @@ def demo(
                        ("run/", "the trained model, log.jsonl and previews/latest.png"),
                        ("orbit.mp4", "an orbit video of training image 0"),
                        ("inverted_preview.png", "input | reconstruction | novel view of a held-out photo"),
-                       ("novel_views/", "that photo rendered from the other cameras, with depth"),
-                       ("samples/grid.png", "16 new identities"),
+                       ("novel_views/, novel_views_depth/", "that photo from 8 new viewpoints, and their depth"),
+                       ("samples/grid.png", "9 new identities"),
                        ("metrics.json, metrics_figure.png", "the evaluation")]:
         console.print(f"  {out}/{name:<34} {what}", markup=False)

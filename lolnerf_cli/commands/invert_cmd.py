@@ -13,6 +13,9 @@ def invert(
     model: Path = typer.Option(..., "--model", help="Run folder of a trained model."),
     camera: Optional[Path] = typer.Option(None, "--camera", help="transforms.json with the photos' cameras (matched by file name); "
                                                                  "without it the camera is fitted from face landmarks."),
+    landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="landmarks.json with the photos' 2D landmarks (matched by "
+                                                                       "file name) instead of detecting them; the camera is "
+                                                                       "fitted to RUN/keypoints.json."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimisation steps (default 200)."),
     out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
@@ -38,7 +41,9 @@ def invert(
     loaded = load_model(model, pick_device(device))
     if focal is not None and camera is not None:
         raise InputError("--focal", "applies to landmark-fitted cameras only; --camera gives the focal length")
-    photos = load_photos(loaded, images, camera, use_masks=not no_mask, focal=focal)
+    if landmarks is not None and camera is not None:
+        raise InputError("--landmarks", "give either --camera or --landmarks, not both")
+    photos = load_photos(loaded, images, camera, use_masks=not no_mask, focal=focal, landmarks_file=landmarks)
     n_steps = steps or INVERT_STEPS
     result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
                            steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,

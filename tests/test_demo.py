@@ -1,0 +1,35 @@
+"""`lolnerf demo` (the README's first Quick start command) runs every stage end to end; here shrunk to
+a few training steps and tiny images so that it fits in the test budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio as iio
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "demo", "--out", str(out), "--steps", "4", "--n", "12",
+                        "--resolution", "16"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "done" in r.stdout
+    transforms = json.loads((out / "data" / "transforms.json").read_text())
+    assert transforms.get("camera_source") == "fit-cameras"           # trained on fitted, not true, cameras
+    assert (out / "run" / "model.safetensors").is_file()
+    reader = iio.get_reader(out / "orbit.mp4", format="FFMPEG")
+    try:
+        assert reader.count_frames() == 24 and reader.get_data(0).shape == (96, 96, 3)
+    finally:
+        reader.close()
+    assert (out / "inverted.safetensors").is_file() and (out / "inverted_preview.png").is_file()
+    assert len(list((out / "novel_views").glob("*.png"))) == 8
+    assert len(list((out / "novel_views_depth").glob("*.png"))) == 8
+    assert (out / "samples" / "grid.png").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["count"] > 0 and "novel" in metrics
+    # a second run into the same folder is refused with one clear line
+    r2 = subprocess.run([sys.executable, "-m", "lolnerf_cli", "demo", "--out", str(out)], capture_output=True, text=True)
+    assert r2.returncode == 2 and "not empty" in r2.stderr
