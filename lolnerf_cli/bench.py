@@ -236,7 +236,7 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
                 "samples_per_ray": cfg.render.n_coarse + cfg.render.n_fine,
                 "rays_per_step": cfg.train.images_per_step * cfg.train.pixels_per_image,
                 "full_training_steps": cfg.train.steps,
-                "estimated_training_hours": round(cfg.train.steps * tr["step_ms"] / 1000 / 3600, 2),
+                "estimated_training_hours": round(cfg.train.steps * tr["step_ms"] / 1000 / 3600, 4),
             }
             if plain:
                 pl = measure_train(cfg, device, "fp32", seconds=seconds, plain=True)
