@@ -247,10 +247,13 @@ class Trainer:
         last = None
         interrupted = None
 
-        def on_term(signum, frame):  # SIGTERM saves like Ctrl-C does
+        def on_signal(signum, frame):  # SIGTERM saves like Ctrl-C does
             raise KeyboardInterrupt
 
-        old_term = signal.signal(signal.SIGTERM, on_term) if _in_main_thread() else None
+        # Installed explicitly: a process started in the background by a non-interactive shell inherits an
+        # *ignored* SIGINT, and Python then never raises KeyboardInterrupt; `kill -INT` must still save.
+        old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
+            if _in_main_thread() else {}
         try:
             with self.progress.task("training", total=tc.steps) as task:
                 if self.step:
@@ -285,8 +288,8 @@ class Trainer:
         except KeyboardInterrupt as exc:
             interrupted = exc
         finally:
-            if old_term is not None:
-                signal.signal(signal.SIGTERM, old_term)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
         self.save_checkpoint(time.time() - t_start)
         if interrupted is not None:
             raise interrupted
