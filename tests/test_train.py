@@ -107,7 +107,12 @@ def test_ctrl_c_saves_a_checkpoint(synth_data, tmp_path):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:                                     # never leave a training process behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130
     saved = json.loads((run / "trainer.json").read_text())["step"]
     assert saved >= 5
