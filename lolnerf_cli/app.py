@@ -140,10 +140,6 @@ def _root(ctx: typer.Context,
         raise typer.Exit(0)
 
 
-def not_yet(capability: str) -> None:
-    raise LolnerfError(f"{capability} is not available in this version yet")
-
-
 def main(argv: list[str] | None = None) -> None:
     from . import commands  # noqa: F401 - registers every subcommand
 

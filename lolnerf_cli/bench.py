@@ -17,7 +17,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .cameras import look_at, pixel_rays, spherical_eye, Camera
+from .cameras import Camera, look_at, pixel_rays, sphere_bounds, spherical_eye
 from .config import ModelConfig, RenderConfig, preset
-from .device import autocast, pick_device, resolve_precision
+from .device import pick_device, resolve_precision
 from .losses import hard_surface_loss, rgb_loss
 from .model import GenerativeNeRF
 from .model.encoding import encoded_dim, posenc
 from .model.field import plain_flops_per_sample
 from .progress import Progress, or_silent
 from .render import composite_weights, render_image, render_rays, stratified_t
-from .cameras import sphere_bounds
 
 
 def _sync(device: torch.device) -> None:
@@ -177,10 +175,6 @@ def measure_render(cfg, device: torch.device, precision: str, size: int = 128, f
         render_image(model, z, cam, cfg.render, precision)
     _sync(device)
     return 1000 * (time.perf_counter() - t0) / frames
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
 def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_name: str = "cpu",

@@ -150,13 +150,3 @@ def camera_tensors(frames: list[Frame], resolution: int) -> dict[str, torch.Tens
         "cx": torch.tensor([c.cx for c in cams], dtype=torch.float32),
         "cy": torch.tensor([c.cy for c in cams], dtype=torch.float32),
     }
-
-
-def frames_json(frames: list[Frame]) -> list[str]:
-    return [f.file_path for f in frames]
-
-
-def dump_excluded(path: Path, excluded: list[dict]) -> None:
-    write_json(path, {"excluded": excluded})
-
-

@@ -25,7 +25,3 @@ class InputError(LolnerfError):
         if self.path is None:
             return f"{self.reason}."
         return f"{self.path}: {self.reason}."
-
-
-class NotYetAvailable(LolnerfError):
-    """A capability that exists in the command line but is not implemented yet (exit status 1)."""

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from . import __version__
 from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
 from .config import Config, config_from_dict
-from .data import PixelCache, TrainFrames, build_cache, camera_tensors, select_frames
+from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .errors import InputError, LolnerfError
 from .formats import (append_log, dataset, load_safetensors, read_json, read_keypoints, read_log, run_folder,
@@ -193,8 +193,7 @@ class Trainer:
                           generator=g)
         l_rgb = rgb_loss(out.rgb, target)
         has_m = self.has_mask[gi].float()
-        l_mask = ((out.alpha - mask) ** 2 * has_m).sum() / has_m.sum().clamp_min(1.0) if tc.mask_weight > 0 \
-            else torch.zeros((), device=dev)
+        l_mask = mask_loss(out.alpha, mask, has_m) if tc.mask_weight > 0 else torch.zeros((), device=dev)
         l_hard = hard_surface_loss(out.weights)
         loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
 
