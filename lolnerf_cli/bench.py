@@ -35,7 +35,7 @@ from .model import GenerativeNeRF
 from .model.encoding import encoded_dim, posenc
 from .model.field import plain_flops_per_sample
 from .progress import Progress, or_silent
-from .render import composite_weights, render_image, render_rays, stratified_t
+from .render import backward_in_micro_batches, composite_weights, render_image, render_rays, stratified_t
 
 
 def _sync(device: torch.device) -> None:
@@ -140,12 +140,15 @@ def measure_train(cfg, device: torch.device, precision: str, n_images: int = 100
             z = torch.randn(n_rays, cfg.model.latent_dim, device=device) * 0.01
             _plain_step(field, bg, opt, o, d, z, target, rc)
             return
-        z = latents(img)
-        out = render_rays(model, o, d, z, rc, perturb=True, precision=precision)
-        loss = rgb_loss(out.rgb, target) + tc.hard_surface_weight * hard_surface_loss(out.weights)
         opt.zero_grad(set_to_none=True)
         lat_opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+        def loss_of(sl: slice):          # as train.py does it
+            out = render_rays(model, o[sl], d[sl], latents(img[sl]), rc, perturb=True, precision=precision)
+            share = out.rgb.shape[0] / n_rays
+            return (rgb_loss(out.rgb, target[sl]) + tc.hard_surface_weight * hard_surface_loss(out.weights)) * share, {}
+
+        backward_in_micro_batches(n_rays, tc.micro_batch_rays, device, loss_of)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         lat_opt.step()
@@ -201,13 +204,14 @@ def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_n
 
 def run_bench(presets: list[str] | None = None, device_name: str = "auto", precision: str = "auto",
               seconds: float = 6.0, plain: bool = True, memory: bool = False,
-              progress: Progress | None = None) -> dict:
+              progress: Progress | None = None, micro_batch: int | None = None) -> dict:
     device = pick_device(device_name)
     prec = resolve_precision(precision, device)
     progress = or_silent(progress)
     names = presets or ["tiny", "cpu", "paper"]
     result: dict = {"device": _device_name(device), "precision": prec, "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "matmul_gflops": {}, "presets": {}}
+                    "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+                    "matmul_gflops": {}, "presets": {}}
     with progress.task("matmul peak", total=2) as task:
         result["matmul_gflops"]["fp32"] = round(matmul_gflops(device, torch.float32), 1)
         task.advance()
@@ -217,6 +221,8 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
     with progress.task("presets", total=len(names)) as task:
         for name in names:
             cfg = preset(name)
+            if micro_batch is not None:
+                cfg.train.micro_batch_rays = micro_batch
             tr = measure_train(cfg, device, prec, seconds=seconds)
             plain_flops = plain_flops_per_sample(cfg.model) * 3          # forward + backward ~ 3x forward
             entry = {
@@ -229,6 +235,7 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
                 "fraction_of_peak": round(tr["samples_per_s"] * plain_flops / 1e9 / peak, 3),
                 "samples_per_ray": cfg.render.n_coarse + cfg.render.n_fine,
                 "rays_per_step": cfg.train.images_per_step * cfg.train.pixels_per_image,
+                "micro_batch_rays": cfg.train.micro_batch_rays,
                 "full_training_steps": cfg.train.steps,
                 "estimated_training_hours": round(cfg.train.steps * tr["step_ms"] / 1000 / 3600, 4),
             }

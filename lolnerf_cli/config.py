@@ -53,6 +53,8 @@ class TrainConfig:
     mask_weight: float = 0.1
     hard_surface_weight: float = 0.1
     grad_clip: float = 1.0        # max global grad norm of the network
+    micro_batch_rays: int = 256   # on CPU, rays per forward/backward pass within a step, gradients summed (0: all
+                                  # at once): the same step with activations in cache; GPUs take whole steps
     max_bad_steps: int = 20       # consecutive non-finite losses before training stops
     precision: str = "auto"       # auto | bf16 | fp32
     log_every: int = 50

@@ -232,12 +232,20 @@ def _check_exists(root: Path, rel: str, path: Path, where: str) -> None:
 
 
 def _no_duplicates(paths: list[str], path: Path) -> None:
-    seen: set[str] = set()
+    """Each image once, and no two images sharing a name stem: masks (masks/<stem>.png), depth maps and
+    rendered frames are matched by stem, so a.png and a.jpg would silently share one mask."""
+    seen: dict[str, str] = {}
+    stems: dict[str, str] = {}
     for i, rel in enumerate(paths):
         key = os.path.normpath(rel)
         if key in seen:
             raise InputError(path, f"frame {i} repeats file_path '{rel}' (each image may appear once)")
-        seen.add(key)
+        seen[key] = rel
+        stem = Path(rel).stem
+        if stem in stems:
+            raise InputError(path, f"frame {i} '{rel}' has the same name as '{stems[stem]}'; masks and cameras "
+                                   "are matched by file name without extension, so rename one")
+        stems[stem] = rel
 
 
 def _names(obj: dict, path: Path, n_min: int) -> list[str]:
@@ -466,6 +474,12 @@ def list_images(folder: str | Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(folder, "contains no .png or .jpg images")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise InputError(f, f"has the same name as {stems[f.stem].name}; masks and cameras are matched by "
+                                "file name without extension, so rename one")
+        stems[f.stem] = f
     return files
 
 

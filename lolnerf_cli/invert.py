@@ -153,7 +153,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
 
 def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p, precision, gen, task):
     """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
-    from .render import render_rays
+    from .render import backward_in_micro_batches, render_rays
 
     tc = loaded.cfg.train
     device = loaded.latents.device
@@ -189,27 +189,35 @@ def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p
         pix = pix.to(device)
         u = (pix % w).float().reshape(-1) + 0.5
         v = (pix // w).float().reshape(-1) + 0.5
-        c2w = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
-        k = intr[image_of_ray]
-        origins, dirs = pixel_rays(c2w[image_of_ray], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u, v)
-        out = render_rays(loaded.model, origins, dirs, z[image_of_ray], loaded.cfg.render, perturb=True,
-                          precision=precision, generator=gen)
         tgt = target.gather(1, pix[..., None].expand(g, p, 3)).reshape(-1, 3)
         m = mask.gather(1, pix).reshape(-1)
-        # per-photo means summed over photos: each photo's gradient does not depend on the group size
-        l_rgb = ((out.rgb - tgt) ** 2).mean(-1).reshape(g, p).mean(1).sum()
-        l_mask = (((out.alpha - m) ** 2).reshape(g, p).mean(1) * has_mask.float()).sum()
-        l_hard = hard_surface_loss(out.weights) * g
-        loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+        ray_has_mask = has_mask.float()[image_of_ray]
+
+        def loss_of(sl: slice):
+            # per-photo means summed over photos (each photo's gradient does not depend on the group
+            # size), written as sums over this micro-batch's rays / p so that micro-batches add up
+            c2w = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
+            img = image_of_ray[sl]
+            k = intr[img]
+            origins, dirs = pixel_rays(c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u[sl], v[sl])
+            out = render_rays(loaded.model, origins, dirs, z[img], loaded.cfg.render, perturb=True,
+                              precision=precision, generator=gen)
+            l_rgb = ((out.rgb - tgt[sl]) ** 2).mean(-1).sum() / p
+            l_mask = ((out.alpha - m[sl]) ** 2 * ray_has_mask[sl]).sum() / p
+            l_hard = hard_surface_loss(out.weights) * out.rgb.shape[0] / p
+            loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+            return loss, {"loss": loss, "rgb": l_rgb}
+
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        finite, sums = backward_in_micro_batches(image_of_ray.shape[0], tc.micro_batch_rays, device, loss_of)
+        if not finite:
+            opt.zero_grad(set_to_none=True)
             losses.append(float("nan"))
             task.advance(1)
             continue
-        loss.backward()
         opt.step()
-        losses.append(loss.item() / g)
-        task.advance(1, loss=losses[-1], psnr=psnr_from_mse(l_rgb.item() / g))
+        losses.append(sums["loss"] / g)
+        task.advance(1, loss=losses[-1], psnr=psnr_from_mse(sums["rgb"] / g))
     with torch.no_grad():
         c2w_final = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
     return z.detach(), c2w_final.detach().cpu().double().numpy(), losses

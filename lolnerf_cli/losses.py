@@ -12,13 +12,16 @@ def rgb_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((pred - target) ** 2).mean()
 
 
-def mask_loss(alpha: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor | None = None) -> torch.Tensor:
+def mask_loss(alpha: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor | None = None,
+              n_masked: torch.Tensor | None = None) -> torch.Tensor:
     """L2 between rendered foreground opacity and the segmentation mask. alpha, mask [R] in [0, 1].
 
-    has_mask [R] (0/1): only rays of images that have a mask count (mean over those rays)."""
+    has_mask [R] (0/1): only rays of images that have a mask count (mean over those rays). n_masked: divide
+    by this count instead of has_mask's own (a micro-batch's share of a whole batch's mean)."""
     if has_mask is None:
         return ((alpha - mask) ** 2).mean()
-    return ((alpha - mask) ** 2 * has_mask).sum() / has_mask.sum().clamp_min(1.0)
+    denom = has_mask.sum().clamp_min(1.0) if n_masked is None else n_masked
+    return ((alpha - mask) ** 2 * has_mask).sum() / denom
 
 
 def hard_surface_loss(weights: torch.Tensor) -> torch.Tensor:

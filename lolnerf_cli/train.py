@@ -41,7 +41,7 @@ from .losses import hard_surface_loss, mask_loss, psnr_from_mse, rgb_loss
 from .model import GenerativeNeRF, save_model
 from .model.latents import init_table
 from .progress import Progress, or_silent
-from .render import render_image, render_rays
+from .render import backward_in_micro_batches, render_image, render_rays
 
 
 # ----------------------------------------------------------------------------------------- distributed
@@ -188,23 +188,33 @@ class Trainer:
         v = rows.reshape(-1).to(dev).float() + 0.5
         c = self.cams
         origins, dirs = pixel_rays(c["c2w"][gi], c["fx"][gi], c["fy"][gi], c["cx"][gi], c["cy"][gi], u, v)
-        z = self.latents(local_rep.to(dev))                                         # [R, D]
-        out = render_rays(self.model, origins, dirs, z, self.cfg.render, perturb=True, precision=self.precision,
-                          generator=g)
-        l_rgb = rgb_loss(out.rgb, target)
+        lat_idx = local_rep.to(dev)
         has_m = self.has_mask[gi].float()
-        l_mask = mask_loss(out.alpha, mask, has_m) if tc.mask_weight > 0 else torch.zeros((), device=dev)
-        l_hard = hard_surface_loss(out.weights)
-        loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
-
-        finite = torch.isfinite(loss.detach()).float()
-        if self.info.world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        n_rays = origins.shape[0]
+        n_masked = has_m.sum().clamp_min(1.0)
         self.opt.zero_grad(set_to_none=True)
         self.lat_opt.zero_grad(set_to_none=True)
-        if finite.item() < 1:
+
+        def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
+            out = render_rays(self.model, origins[sl], dirs[sl], self.latents(lat_idx[sl]), self.cfg.render,
+                              perturb=True, precision=self.precision, generator=g)
+            share = out.rgb.shape[0] / n_rays
+            l_rgb = rgb_loss(out.rgb, target[sl]) * share
+            l_mask = (mask_loss(out.alpha, mask[sl], has_m[sl], n_masked) if tc.mask_weight > 0
+                      else torch.zeros((), device=dev))
+            l_hard = hard_surface_loss(out.weights) * share
+            loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+            return loss, {"loss": loss, "loss_rgb": l_rgb, "loss_mask": l_mask, "loss_hard": l_hard,
+                          "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
+
+        finite, sums = backward_in_micro_batches(n_rays, tc.micro_batch_rays, dev, loss_of)
+        ok = torch.tensor(float(finite), device=dev)
+        if self.info.world > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if ok.item() < 1:
+            self.opt.zero_grad(set_to_none=True)
+            self.lat_opt.zero_grad(set_to_none=True)
             return None
-        loss.backward()
         self._allreduce_grads()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net_params, tc.grad_clip)
         if not torch.isfinite(grad_norm):
@@ -216,9 +226,7 @@ class Trainer:
             grp["lr"] = tc.latent_lr * f
         self.opt.step()
         self.lat_opt.step()
-        return {"loss": loss.item(), "loss_rgb": l_rgb.item(), "loss_mask": l_mask.item(), "loss_hard": l_hard.item(),
-                "alpha_mean": out.alpha.mean().item(), "rays": float(origins.shape[0]),
-                "samples": float(origins.shape[0] * out.weights.shape[1]), "lr": tc.lr * f}
+        return {**sums, "rays": float(n_rays), "lr": tc.lr * f}
 
     def _allreduce_grads(self) -> None:
         if self.info.world == 1:

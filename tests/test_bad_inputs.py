@@ -466,6 +466,8 @@ TRANSFORM_CASES = {
     "symlink escape": (transforms_obj(file_path="images/link.png"), "symbolic link"),
     "bool width": (transforms_obj(w=False), "'w'"),
     "duplicate frames": ({**transforms_obj(), "frames": transforms_obj()["frames"] * 2}, "repeats"),
+    "same stem": ({**transforms_obj(), "frames": transforms_obj()["frames"]
+                   + transforms_obj(file_path="images/0001.jpg")["frames"]}, "same name"),
 }
 
 
@@ -476,6 +478,19 @@ def test_bad_transforms(data_dir, key):
     with pytest.raises(InputError) as exc:
         read_transforms(path)
     assert "transforms.json" in str(exc.value) and word in str(exc.value), str(exc.value)
+
+
+def test_images_sharing_a_stem_are_refused(tmp_path):
+    from lolnerf_cli.formats import list_images
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg", "b.png"):
+        (folder / name).write_bytes(b"")
+    with pytest.raises(InputError) as exc:
+        list_images(folder)
+    assert "a.png" in str(exc.value) and "a.jpg" in str(exc.value) and "same name" in str(exc.value)
+    (folder / "a.jpg").unlink()
+    assert [p.name for p in list_images(folder)] == ["a.png", "b.png"]
 
 
 def test_files_named_but_missing(data_dir):

@@ -24,3 +24,22 @@ def test_bench_json_has_the_spec_keys():
 def test_bench_rejects_an_unknown_preset():
     r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "bench", "--preset", "huge"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown preset" in r.stderr
+
+
+def test_openmp_wait_policy_spins_only_on_an_idle_machine(monkeypatch):
+    import lolnerf_cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(lolnerf_cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert lolnerf_cli._omp_wait_policy() == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (1.5, 1.0, 1.0))   # another job is busy
+    assert lolnerf_cli._omp_wait_policy() == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                                   # ranks share the cores
+    assert lolnerf_cli._omp_wait_policy() == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")                               # the user's choice wins
+    assert lolnerf_cli._omp_wait_policy() == "ACTIVE"

@@ -208,3 +208,30 @@ def test_cli_invert_with_a_landmarks_file_fits_the_camera_to_run_keypoints(tiny,
     res = invoke(["invert", str(query), "--model", str(tiny.run), "--landmarks", str(other), "--out", str(out),
                   "--steps", "3", "--device", "cpu"])
     assert res.exit_code == 2 and "h0000_q.png" in error_line(res) and "lm.json" in error_line(res)
+
+
+def test_inversion_micro_batches_add_up_to_the_whole_step(tiny, loaded, monkeypatch):
+    """Splitting an inversion step into micro-batches changes neither its losses nor its gradients."""
+    import lolnerf_cli.render as render_mod
+    from lolnerf_cli.invert import invert_images
+
+    real = render_mod.render_rays
+    def no_noise(*a, **kw):         # the same sample positions in both runs
+        if len(a) > 5:
+            a = a[:5] + (False,) + a[6:]
+        else:
+            kw["perturb"] = False
+        return real(*a, **kw)
+
+    monkeypatch.setattr(render_mod, "render_rays", no_noise)
+    monkeypatch.setattr(loaded.cfg.train, "precision", "fp32")
+    photos = [_query(tiny, i) for i in range(2)]
+    runs = {}
+    for mb in (0, 37):
+        monkeypatch.setattr(loaded.cfg.train, "micro_batch_rays", mb)
+        runs[mb] = invert_images(loaded, [ph[1] for ph in photos], [ph[2] for ph in photos],
+                                 [ph[3] for ph in photos], steps=3, rays_per_image=64, refine_camera=True,
+                                 measure_init=False)
+    assert np.allclose(runs[0].loss_history, runs[37].loss_history, rtol=1e-5)
+    assert torch.allclose(runs[0].latents, runs[37].latents, atol=1e-5)
+    assert not torch.allclose(runs[0].latents[0], runs[0].latents[1])      # the fit did something

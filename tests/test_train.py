@@ -221,3 +221,21 @@ def test_output_folder_that_is_a_file_is_a_clear_error(synth_data, tmp_path):
     r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(blocker), "--preset", "tiny"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_micro_batches_give_the_whole_batch_gradient(synth_data, tmp_path, monkeypatch):
+    """A step split into micro-batches accumulates exactly the gradient of the whole batch."""
+    real = train_mod.render_rays
+    monkeypatch.setattr(train_mod, "render_rays", lambda *a, **kw: real(*a, **{**kw, "perturb": False}))
+    grads, stats = {}, {}
+    for mb in (0, 24):                         # tiny preset: 8 images x 16 pixels = 128 rays per step
+        t = Trainer(synth_data, tmp_path / f"mb{mb}", _cfg(tmp_path / f"mb{mb}", micro_batch_rays=mb, mask_weight=0.5))
+        t.opt.step = t.lat_opt.step = lambda: None              # keep the gradients, change nothing
+        stats[mb] = t.train_step()
+        grads[mb] = [p.grad.clone() for p in t.net_params] + [t.latents.weight.grad.to_dense()]
+    assert stats[0]["samples"] == stats[24]["samples"] > 0
+    for key in ("loss", "loss_rgb", "loss_mask", "loss_hard", "alpha_mean"):
+        assert stats[24][key] == pytest.approx(stats[0][key], rel=1e-5, abs=1e-7), key
+    for a, b in zip(grads[0], grads[24]):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in grads[0])

@@ -15,6 +15,8 @@ def bench(
     seconds: float = typer.Option(6.0, "--seconds", min=0.5, help="Time spent measuring each training configuration."),
     plain: bool = typer.Option(True, "--plain/--no-plain", help="Also measure the plain (nerf-pytorch style) reference step."),
     memory: bool = typer.Option(False, "--memory", help="Also measure peak memory of real training runs at 64 px and 256 px."),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=0,
+                                              help="Rays per forward/backward pass (default: each preset's own; 0: whole step)."),
 ):
     """Measure this machine: matmul peak, training samples/s and render ms per 128x128 frame per preset."""
     from ..bench import run_bench, to_json
@@ -23,14 +25,14 @@ def bench(
     for name in preset or []:
         check_preset(name)
     result = run_bench(list(preset) if preset else None, device, precision, seconds, plain, memory,
-                       None if json_out else reporter())
+                       None if json_out else reporter(), micro_batch=micro_batch)
     if json_out:
         print(to_json(result))
         return
     from rich.table import Table
 
     console.print(f"[bold]{result['device']}[/]  torch {result['torch']}, {result['threads']} threads, "
-                  f"training precision {result['precision']}")
+                  f"training precision {result['precision']}, OpenMP wait policy {result['omp_wait_policy'] or 'default'}")
     console.print(f"matmul peak: fp32 {result['matmul_gflops']['fp32']:,.0f} GFLOP/s, "
                   f"bf16 {result['matmul_gflops']['bf16']:,.0f} GFLOP/s")
     table = Table(title="training and rendering per preset")
