@@ -29,4 +29,4 @@ def _omp_wait_policy() -> str:
     return policy
 
 
-OMP_WAIT_POLICY = _omp_wait_policy()
+_omp_wait_policy()

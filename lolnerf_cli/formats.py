@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -231,21 +231,30 @@ def _check_exists(root: Path, rel: str, path: Path, where: str) -> None:
         raise InputError(path, f"{where} names '{rel}', which does not exist in the dataset folder {root}")
 
 
+def first_shared_stem(names: Sequence[str | Path]) -> tuple[int, str | Path] | None:
+    """(index, earlier name) of the first name whose stem (file name without extension) an earlier name
+    already has, else None. Masks (masks/<stem>.png), depth maps, cameras and rendered frames are matched
+    by stem, so a.png and a.jpg would silently share them."""
+    seen: dict[str, str | Path] = {}
+    for i, name in enumerate(names):
+        stem = Path(name).stem
+        if stem in seen:
+            return i, seen[stem]
+        seen[stem] = name
+    return None
+
+
 def _no_duplicates(paths: list[str], path: Path) -> None:
-    """Each image once, and no two images sharing a name stem: masks (masks/<stem>.png), depth maps and
-    rendered frames are matched by stem, so a.png and a.jpg would silently share one mask."""
-    seen: dict[str, str] = {}
-    stems: dict[str, str] = {}
-    for i, rel in enumerate(paths):
-        key = os.path.normpath(rel)
-        if key in seen:
-            raise InputError(path, f"frame {i} repeats file_path '{rel}' (each image may appear once)")
-        seen[key] = rel
-        stem = Path(rel).stem
-        if stem in stems:
-            raise InputError(path, f"frame {i} '{rel}' has the same name as '{stems[stem]}'; masks and cameras "
-                                   "are matched by file name without extension, so rename one")
-        stems[stem] = rel
+    """Each image once, and no two images sharing a name stem."""
+    shared = first_shared_stem(paths)
+    if shared is None:
+        return
+    i, earlier = shared
+    rel = paths[i]
+    if os.path.normpath(rel) == os.path.normpath(earlier):
+        raise InputError(path, f"frame {i} repeats file_path '{rel}' (each image may appear once)")
+    raise InputError(path, f"frame {i} '{rel}' has the same name as '{earlier}'; masks and cameras "
+                           "are matched by file name without extension, so rename one")
 
 
 def _names(obj: dict, path: Path, n_min: int) -> list[str]:
@@ -474,12 +483,11 @@ def list_images(folder: str | Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputError(folder, "contains no .png or .jpg images")
-    stems: dict[str, Path] = {}
-    for f in files:
-        if f.stem in stems:
-            raise InputError(f, f"has the same name as {stems[f.stem].name}; masks and cameras are matched by "
-                                "file name without extension, so rename one")
-        stems[f.stem] = f
+    shared = first_shared_stem(files)
+    if shared is not None:
+        i, earlier = shared
+        raise InputError(files[i], f"has the same name as {earlier.name}; masks and cameras are matched by "
+                                   "file name without extension, so rename one")
     return files
 
 

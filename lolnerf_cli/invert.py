@@ -20,6 +20,7 @@ import torch
 from .cameras import Camera, focal_from_fov, pixel_rays
 from .device import resolve_precision
 from .errors import InputError
+from .formats import first_shared_stem
 from .losses import hard_surface_loss, psnr_from_mse
 from .progress import Progress, or_silent
 from .video import NOVEL_YAW_DEG, read_view, turned
@@ -176,6 +177,7 @@ def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p
     opt = torch.optim.Adam(params)
     base_lrs = [grp["lr"] for grp in opt.param_groups]
     image_of_ray = torch.arange(g, device=device).repeat_interleave(p)                         # [R]
+    ray_has_mask = has_mask.float()[image_of_ray]                                              # [R]
     losses = []
     for step in range(steps):
         # cosine decay from lr to lr * INVERT_LR_FINAL_FACTOR
@@ -191,7 +193,6 @@ def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p
         v = (pix // w).float().reshape(-1) + 0.5
         tgt = target.gather(1, pix[..., None].expand(g, p, 3)).reshape(-1, 3)
         m = mask.gather(1, pix).reshape(-1)
-        ray_has_mask = has_mask.float()[image_of_ray]
 
         def loss_of(sl: slice):
             # per-photo means summed over photos (each photo's gradient does not depend on the group
@@ -354,11 +355,10 @@ def load_photos(loaded, paths: Sequence[str | Path], transforms: str | Path | No
     from .images import load_image
 
     paths = [Path(p) for p in paths]
-    seen: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in seen and transforms is not None:
-            raise InputError(p, f"has the same file name as {seen[p.stem]}; cameras are matched by name")
-        seen[p.stem] = p
+    shared = first_shared_stem(paths) if transforms is not None else None
+    if shared is not None:
+        i, earlier = shared
+        raise InputError(paths[i], f"has the same file name as {earlier}; cameras are matched by name")
     loaded_imgs = [load_image(p, with_alpha=True) for p in paths]   # unreadable files fail before any work
     cams = cameras_from_transforms(paths, transforms) if transforms is not None else None
     given = points_from_landmarks_file(loaded, paths, landmarks_file) if landmarks_file is not None else None
