@@ -77,16 +77,54 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _plain_interval() -> float:
+    """Seconds between plain progress lines off a terminal (LOLNERF_PROGRESS_INTERVAL, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("LOLNERF_PROGRESS_INTERVAL", "30")))
+    except ValueError:
+        return 30.0
+
+
 class _RichTask(_progress.Task):
-    def __init__(self, bar: RichProgress, task_id):
+    """Drives a rich bar on a terminal; off a terminal prints a plain line at a steady interval."""
+
+    def __init__(self, bar: RichProgress, task_id, plain_console: Console | None = None,
+                 description: str = "", total: int | None = None):
         self.bar, self.id = bar, task_id
+        self.plain, self.description, self.total = plain_console, description, total
+        self.done, self.fields = 0, {}
+        self.t0 = self.last = time.time()
+        self.interval = _plain_interval()
 
     def advance(self, n: int = 1, **fields) -> None:
         self.bar.update(self.id, advance=n, info=_fmt(fields) if fields else None) if fields else \
             self.bar.advance(self.id, n)
+        self.done += n
+        self.fields.update(fields)
+        self._maybe_line()
 
     def update(self, **fields) -> None:
         self.bar.update(self.id, info=_fmt(fields))
+        self.fields.update(fields)
+        self._maybe_line()
+
+    def line(self) -> str:
+        elapsed = time.time() - self.t0
+        parts = [f"{self.description}: {self.done}" + (f"/{self.total}" if self.total else "")]
+        if self.fields:
+            parts.append(_fmt(self.fields))
+        parts.append(f"elapsed {elapsed:.0f} s")
+        if self.total and self.done > 0:
+            parts.append(f"eta {elapsed / self.done * max(0, self.total - self.done):.0f} s")
+        return "  ".join(parts)
+
+    def _maybe_line(self) -> None:
+        if self.plain is None:
+            return
+        now = time.time()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.plain.print(self.line(), soft_wrap=True, markup=False, highlight=False)
 
 
 def _fmt(fields: dict) -> str:
@@ -112,8 +150,15 @@ class RichProgressReporter(_progress.Progress):
                           disable=not self.console.is_terminal) as bar:
             tid = bar.add_task(description, total=total, info="")
             t0 = time.time()
-            yield _RichTask(bar, tid)
+            plain = None if self.console.is_terminal else self.console
+            task = _RichTask(bar, tid, plain, description, total)
+            if plain is not None:
+                plain.print(f"{description}: started" + (f" ({total} steps)" if total else ""),
+                            soft_wrap=True, markup=False, highlight=False)
+            yield task
         if not self.console.is_terminal:
+            self.console.print(f"{task.line()}" if task.fields else f"{description}: {task.done}"
+                               + (f"/{total}" if total else ""), soft_wrap=True, markup=False, highlight=False)
             self.console.print(f"{description}: done in {time.time() - t0:.1f} s")
 
     def log(self, message: str) -> None:

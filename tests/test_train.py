@@ -239,3 +239,14 @@ def test_micro_batches_give_the_whole_batch_gradient(synth_data, tmp_path, monke
     for a, b in zip(grads[0], grads[24]):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
     assert any(g.abs().sum() > 0 for g in grads[0])
+
+
+def test_progress_lines_off_a_terminal(synth_data, tmp_path):
+    env = dict(os.environ, LOLNERF_PROGRESS_INTERVAL="0")
+    r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                                  "--steps", "6"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout + r.stderr
+    assert "training: started" in out and "training: done in" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("training: ") and "/6" in ln]
+    assert lines and any("eta" in ln for ln in lines), out
