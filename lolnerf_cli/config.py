@@ -29,12 +29,32 @@ class ModelConfig:
     dir_freqs: int = 4            # positional-encoding octaves of the ray direction (background)
     density_bias: float = -1.0    # added before the softplus, so an untrained field starts nearly empty
     scene_radius: float = 1.0     # the object fits inside this sphere (SPEC object frame)
+    # "pe": NeRF's positional encoding of sample points; "ipe": each sample is a Gaussian over its ray
+    # interval and pixel footprint and every frequency is attenuated by its variance (anti-aliased,
+    # mip-NeRF's idea; needs render.sampler = "proposal", whose samples are intervals)
+    encoding: str = "pe"
+    proposal_levels: int = 0      # small density networks that place the main field's samples (0: none)
+    proposal_width: int = 64      # their hidden width ...
+    proposal_depth: int = 2       # ... hidden layers ...
+    proposal_freqs: int = 4       # ... and positional-encoding octaves (coarse: they only find surfaces)
+
+
+# Keys added after run folders already existed, with the value that reproduces the old behaviour. They
+# are left out of the model hash at these values, so old runs keep their hash (latent files, resume).
+_MODEL_KEYS_LEGACY = {"encoding": "pe", "proposal_levels": 0, "proposal_width": 64, "proposal_depth": 2,
+                      "proposal_freqs": 4}
 
 
 @dataclass
 class RenderConfig:
-    n_coarse: int = 32            # stratified samples per ray
-    n_fine: int = 32              # importance samples per ray (same network)
+    # "hierarchical": n_coarse stratified + n_fine importance samples, all through the main field (NeRF);
+    # "proposal": proposal_samples[i] samples through proposal network i, then n_samples through the main
+    # field, resampled from the last proposal's weights (mip-NeRF 360 / nerfacto)
+    sampler: str = "hierarchical"
+    n_coarse: int = 32            # hierarchical: stratified samples per ray
+    n_fine: int = 32              # hierarchical: importance samples per ray (same network)
+    proposal_samples: tuple[int, ...] = (64,)   # proposal: samples per ray of each proposal level
+    n_samples: int = 32           # proposal: main-field samples per ray
     chunk: int = 8192             # rays per forward pass when rendering whole images
     near_min: float = 0.05        # never start a ray closer than this to its camera
 
@@ -52,6 +72,8 @@ class TrainConfig:
     rgb_weight: float = 1.0
     mask_weight: float = 0.1
     hard_surface_weight: float = 0.1
+    encoding_anneal: float = 0.25   # "ipe": the encoding's octaves open coarse to fine over this fraction of the steps
+    interlevel_weight: float = 1.0  # proposal sampler: proposal weights must bound the main field's (mip-NeRF 360)
     grad_clip: float = 1.0        # max global grad norm of the network
     micro_batch_rays: int = 256   # on CPU, rays per forward/backward pass within a step, gradients summed (0: all
                                   # at once): the same step with activations in cache; GPUs take whole steps
@@ -77,8 +99,35 @@ class Config:
 
     def model_hash(self) -> str:
         """Short hash of everything that shapes the network (not of training settings)."""
-        blob = json.dumps(asdict(self.model), sort_keys=True).encode()
+        shape = {k: v for k, v in asdict(self.model).items()
+                 if not (k in _MODEL_KEYS_LEGACY and v == _MODEL_KEYS_LEGACY[k])}
+        blob = json.dumps(shape, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def main_samples_per_ray(self) -> int:
+        """Main-field evaluations per ray of the configured sampler."""
+        r = self.render
+        return r.n_samples if r.sampler == "proposal" else r.n_coarse + r.n_fine
+
+    def check(self, where: str = "config.json") -> "Config":
+        """Cross-field consistency; an InputError naming `where` otherwise."""
+        m, r = self.model, self.render
+        if r.sampler not in ("hierarchical", "proposal"):
+            raise InputError(where, f"render.sampler must be 'hierarchical' or 'proposal', got '{r.sampler}'")
+        if m.encoding not in ("pe", "ipe"):
+            raise InputError(where, f"model.encoding must be 'pe' or 'ipe', got '{m.encoding}'")
+        if r.sampler == "proposal":
+            if m.proposal_levels < 1 or len(r.proposal_samples) != m.proposal_levels:
+                raise InputError(where, f"render.sampler 'proposal' needs model.proposal_levels >= 1 and one "
+                                        f"render.proposal_samples count per level (got {m.proposal_levels} levels, "
+                                        f"{len(r.proposal_samples)} counts)")
+            if min(r.proposal_samples) < 2 or r.n_samples < 2:
+                raise InputError(where, "proposal_samples and n_samples must each be at least 2")
+        elif m.encoding == "ipe":
+            raise InputError(where, "model.encoding 'ipe' needs render.sampler 'proposal' (its samples are intervals)")
+        elif r.n_coarse < 2:
+            raise InputError(where, "render.n_coarse must be at least 2")
+        return self
 
 
 def _preset_tiny() -> Config:
@@ -92,14 +141,17 @@ def _preset_tiny() -> Config:
 
 
 def _preset_cpu() -> Config:
-    return Config(preset="cpu")
+    return Config(preset="cpu",
+                  model=ModelConfig(encoding="ipe", proposal_levels=1),
+                  render=RenderConfig(sampler="proposal", proposal_samples=(64,), n_samples=32))
 
 
 def _preset_paper() -> Config:
     return Config(
         preset="paper",
-        model=ModelConfig(latent_dim=256, width=256, depth=8, skips=(4,), pos_freqs=10, bg_width=128, bg_depth=2),
-        render=RenderConfig(n_coarse=64, n_fine=64, chunk=8192),
+        model=ModelConfig(latent_dim=256, width=256, depth=8, skips=(4,), pos_freqs=10, bg_width=128, bg_depth=2,
+                          encoding="ipe", proposal_levels=2),
+        render=RenderConfig(sampler="proposal", proposal_samples=(64, 64), n_samples=32, chunk=8192),
         train=TrainConfig(steps=500000, images_per_step=64, pixels_per_image=32, resolution=128,
                           preview_every=5000, checkpoint_every=2000, log_every=100),
     )
@@ -169,4 +221,4 @@ def config_from_dict(data: Any, where: str = "config.json") -> Config:
         model=_fill(ModelConfig, data.get("model", {}), where),
         render=_fill(RenderConfig, data.get("render", {}), where),
         train=_fill(TrainConfig, data.get("train", {}), where),
-    )
+    ).check(where)

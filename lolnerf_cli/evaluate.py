@@ -65,6 +65,7 @@ class EvalOptions:
     precision: str = "fp32"         # fp32 by default: numbers comparable across machines
     figure_rows: int = 3            # novel-view objects and training images shown in the figure (each)
     frames: str = "auto"            # camera frame of held-out / novel cameras: auto, as-given or query
+    upsample: int = 0               # >= 2: also score novel views rendered this many times finer (synth data)
 
 
 @dataclass
@@ -977,6 +978,13 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
         metrics["novel"], depth = ev.novel_and_depth_sections(novel)
         if depth is not None:
             metrics["depth"] = depth
+        if opt.upsample >= 2:
+            from .upsampled import upsampled_section
+
+            fig = Path(str(figure_path_for(out)).replace(FIGURE_SUFFIX, f"_upsampled{FIGURE_SUFFIX}")) if figure else None
+            up = upsampled_section(ev, novel, opt.upsample, fig)
+            metrics["novel_upsampled"] = up if up is not None else {
+                "unavailable": "exact ground truth at another resolution exists for lolnerf synth datasets only"}
 
     fig_path = None
     if figure:

@@ -202,7 +202,7 @@ def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p
             k = intr[img]
             origins, dirs = pixel_rays(c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u[sl], v[sl])
             out = render_rays(loaded.model, origins, dirs, z[img], loaded.cfg.render, perturb=True,
-                              precision=precision, generator=gen)
+                              precision=precision, generator=gen, pix=1.0 / k[:, 0])
             l_rgb = ((out.rgb - tgt[sl]) ** 2).mean(-1).sum() / p
             l_mask = ((out.alpha - m[sl]) ** 2 * ray_has_mask[sl]).sum() / p
             l_hard = hard_surface_loss(out.weights) * out.rgb.shape[0] / p

@@ -40,6 +40,7 @@ def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progr
     precision = resolve_precision(loaded.cfg.train.precision, device)
     axis = np.linspace(-radius, radius, grid, dtype=np.float32)
     ax = torch.from_numpy(axis).to(device)
+    cell = 2.0 * radius / max(grid - 1, 1)
     out = np.zeros((grid, grid, grid), np.float32)
     # one "ray" = one grid line along z (S = G samples), so the field's per-ray latent terms are shared
     lines_per_chunk = max(1, chunk // grid)
@@ -55,7 +56,7 @@ def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progr
             pts[..., 1] = part[:, None, 1]
             pts[..., 2] = ax[None, :]
             with autocast(device, precision):
-                sigma, _ = model.field(pts, z[None].expand(l, -1))
+                sigma, _ = model.field(pts, z[None].expand(l, -1), model.point_var(pts, cell))
             sigma = sigma.float()
             sigma = torch.where((pts * pts).sum(-1) <= radius * radius, sigma, torch.zeros_like(sigma))
             idx = torch.arange(s, s + l)
@@ -74,7 +75,7 @@ def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_
     for s in range(0, points.shape[0], chunk):
         p = torch.from_numpy(np.ascontiguousarray(points[s:s + chunk], dtype=np.float32)).to(device)
         with autocast(device, precision):
-            _, rgb = loaded.model.field(p[None], z[None])                          # one "ray" of V samples
+            _, rgb = loaded.model.field(p[None], z[None], loaded.model.point_var(p[None], 0.0))  # one "ray" of V samples
         cols.append(rgb[0].float().clamp(0, 1).cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.float32)
     return (rgb * 255 + 0.5).astype(np.uint8)

@@ -39,7 +39,10 @@ from .formats import (append_log, dataset, load_safetensors, read_json, read_key
 from .images import save_png
 from .losses import hard_surface_loss, mask_loss, psnr_from_mse, rgb_loss
 from .model import GenerativeNeRF, save_model
+from .model.encoding import nyquist_octaves
 from .model.latents import init_table
+
+ENCODING_WINDOW_START = 1.0     # octaves of the "ipe" encoding open at step 0 of coarse-to-fine training
 from .progress import Progress, or_silent
 from .render import backward_in_micro_batches, render_image, render_rays
 
@@ -120,6 +123,9 @@ class Trainer:
 
         torch.manual_seed(tc.seed)
         self.model = GenerativeNeRF(cfg.model).to(self.device)
+        if cfg.model.encoding == "ipe":   # the finest pixel footprint of the training photos
+            floor = float((1.0 / self.cams["fx"]).min())
+            self.model.set_footprint(floor, floor * float(self.cams["c2w"][:, :3, 3].norm(dim=-1).mean()))
         init_gen = torch.Generator().manual_seed(tc.seed + 1)
         table = init_table(self.k, cfg.model.latent_dim, tc.latent_init_std, init_gen)
         self.latents = torch.nn.Embedding(self.owned.numel(), cfg.model.latent_dim, sparse=True).to(self.device)
@@ -168,8 +174,19 @@ class Trainer:
         return (tc.lr_final / tc.lr) ** (min(step, tc.steps) / max(tc.steps, 1))
 
     # ------------------------------------------------------------------------------ one step
+    def encoding_window(self, step: int) -> float | None:
+        """Octaves of the "ipe" encoding open at `step`: from ENCODING_WINDOW_START to all of them, linearly
+        over the first `encoding_anneal` of the steps (coarse to fine); None once all are open."""
+        tc = self.cfg.train
+        span = tc.encoding_anneal * tc.steps
+        if self.cfg.model.encoding != "ipe" or span <= 0 or step >= span:
+            return None
+        full = nyquist_octaves(self.model.field.footprint / self.cfg.model.scene_radius, self.model.field.freqs)
+        return ENCODING_WINDOW_START + (full - ENCODING_WINDOW_START) * step / span
+
     def train_step(self) -> dict[str, float] | None:
         tc, g = self.cfg.train, self.gen
+        self.model.set_window(self.encoding_window(self.step))
         n_local = self.owned.numel()
         b = min(tc.images_per_step, n_local)
         p = tc.pixels_per_image
@@ -188,6 +205,7 @@ class Trainer:
         v = rows.reshape(-1).to(dev).float() + 0.5
         c = self.cams
         origins, dirs = pixel_rays(c["c2w"][gi], c["fx"][gi], c["fy"][gi], c["cx"][gi], c["cy"][gi], u, v)
+        pix = 1.0 / c["fx"][gi]
         lat_idx = local_rep.to(dev)
         has_m = self.has_mask[gi].float()
         n_rays = origins.shape[0]
@@ -197,15 +215,18 @@ class Trainer:
 
         def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
             out = render_rays(self.model, origins[sl], dirs[sl], self.latents(lat_idx[sl]), self.cfg.render,
-                              perturb=True, precision=self.precision, generator=g)
+                              perturb=True, precision=self.precision, generator=g, pix=pix[sl])
             share = out.rgb.shape[0] / n_rays
             l_rgb = rgb_loss(out.rgb, target[sl]) * share
             l_mask = (mask_loss(out.alpha, mask[sl], has_m[sl], n_masked) if tc.mask_weight > 0
                       else torch.zeros((), device=dev))
             l_hard = hard_surface_loss(out.weights) * share
-            loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+            l_inter = out.interlevel * share if out.interlevel is not None else torch.zeros((), device=dev)
+            loss = (tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
+                    + tc.interlevel_weight * l_inter)
             return loss, {"loss": loss, "loss_rgb": l_rgb, "loss_mask": l_mask, "loss_hard": l_hard,
-                          "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
+                          "loss_interlevel": l_inter, "alpha_mean": out.alpha.sum() / n_rays,
+                          "samples": out.weights.numel()}
 
         finite, sums = backward_in_micro_batches(n_rays, tc.micro_batch_rays, dev, loss_of)
         ok = torch.tensor(float(finite), device=dev)
@@ -316,6 +337,7 @@ class Trainer:
             "loss_rgb": acc["loss_rgb"] / n,
             "loss_mask": acc["loss_mask"] / n,
             "loss_hard": acc["loss_hard"] / n,
+            "loss_interlevel": acc.get("loss_interlevel", 0.0) / n,
             "psnr": psnr_from_mse(acc["loss_rgb"] / n),
             "alpha_mean": acc["alpha_mean"] / n,
             "lr": acc["lr"] / n,
@@ -398,6 +420,7 @@ class Trainer:
             self.model.load_state_dict(state)
         except RuntimeError:
             raise InputError(self.run.trainer, "weights do not match the model configuration") from None
+        self.model.set_footprint()
         lat = tensors.get("latents")
         if lat is None or lat.shape != (self.k, self.cfg.model.latent_dim):
             raise InputError(self.run.trainer, f"latent table does not match the {self.k} training images; was the "
@@ -477,18 +500,41 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
         if value is None:
             continue
         section, name = key.split(".")
+        if key == "render.sampler":
+            use_sampler(cfg, value)
+            continue
         setattr(getattr(cfg, section), name, value)
+    cfg.check("--preset" if not resume else str(run_folder(run_dir, must_exist=False).config))
     tc = cfg.train
     if tc.images_per_step < 1 or tc.pixels_per_image < 1 or tc.resolution < 4:
         raise InputError("--preset", "images_per_step, pixels_per_image and resolution must be positive")
     return cfg
 
 
+def use_sampler(cfg: Config, sampler: str) -> None:
+    """Switch a configuration to a sampler with its companions: "proposal" uses the "ipe" encoding and
+    one proposal network per `render.proposal_samples` count; "hierarchical" neither."""
+    if sampler not in ("hierarchical", "proposal"):
+        raise InputError("--sampler", f"must be 'hierarchical' or 'proposal', got '{sampler}'")
+    cfg.render.sampler = sampler
+    if sampler == "proposal":
+        cfg.model.encoding = "ipe"
+        cfg.model.proposal_levels = len(cfg.render.proposal_samples)
+    else:
+        cfg.model.encoding = "pe"
+        cfg.model.proposal_levels = 0
+
+
 def train(data_dir: str | Path, run_dir: str | Path, preset_name: str | None = "cpu", steps: int | None = None,
-          resume: bool = False, device: str = "auto", progress: Progress | None = None, **overrides) -> dict:
-    """Train (or resume) a run. Returns a summary dict."""
+          resume: bool = False, device: str = "auto", progress: Progress | None = None,
+          config_overrides: dict | None = None, **overrides) -> dict:
+    """Train (or resume) a run. Returns a summary dict. `overrides` name TrainConfig fields;
+    `config_overrides` any "section.key" (e.g. "render.sampler", "model.pos_freqs")."""
     ov = {"train.steps": steps}
     ov.update({f"train.{k}": v for k, v in overrides.items()})
+    if resume and config_overrides and any(v is not None for v in config_overrides.values()):
+        raise InputError("--resume", "a resumed run keeps its model and renderer settings; drop --sampler")
+    ov.update(config_overrides or {})
     cfg = resolve_config(run_dir, preset_name, resume, ov)
     trainer = Trainer(data_dir, run_dir, cfg, resume=resume, device=device, progress=progress)
     if resume and steps is not None and trainer.info.main:

@@ -15,10 +15,13 @@ def test_bench_json_has_the_spec_keys():
     assert result["device"].startswith(("cpu", "cuda", "mps"))
     assert result["matmul_gflops"]["fp32"] > 0 and result["matmul_gflops"]["bf16"] > 0
     tiny = result["presets"]["tiny"]
-    for key in ("train_samples_per_s", "render_ms_per_frame_128", "fraction_of_peak", "plain_samples_per_s",
-                "speedup_vs_plain", "estimated_training_hours"):
+    for key in ("train_samples_per_s", "train_rays_per_s", "render_ms_per_frame_128", "fraction_of_peak",
+                "plain_samples_per_s", "plain_rays_per_s", "rays_speedup_vs_plain", "estimated_training_hours"):
         assert tiny[key] > 0, key
-    assert tiny["samples_per_ray"] == 24 and tiny["rays_per_step"] == 8 * 16
+    assert tiny["sampler"] == "hierarchical" and tiny["main_field_evals_per_ray"] == 24
+    assert tiny["samples_per_ray"] == 24 and tiny["rays_per_step"] == 8 * 16 and tiny["plain_samples_per_ray"] == 128
+    # samples/s counts main-field evaluations: rays/s times the main samples of each ray
+    assert abs(tiny["train_samples_per_s"] / tiny["train_rays_per_s"] - 24) < 0.5
 
 
 def test_bench_rejects_an_unknown_preset():

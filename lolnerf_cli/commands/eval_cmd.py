@@ -31,12 +31,20 @@ def evaluate(
                                                         "the folder's cameras unchanged; 'auto' (default) is "
                                                         "'query' when DATA/transforms.json was written by "
                                                         "fit-cameras and the folder's was not."),
+    upsample: int = typer.Option(0, "--upsample", min=0, help="Also render every novel view this many times finer "
+                                                             "than the training photos and score it, and a bicubic "
+                                                             "upsample of the training-size render, against exact "
+                                                             "ground truth (lolnerf synth datasets; 0: off)."),
 ):
     """Measure reconstruction, held-out, novel-view and depth quality the way the paper does."""
     from ..evaluate import EvalOptions, evaluate as run_eval
 
+    if upsample == 1:
+        from ..errors import InputError
+
+        raise InputError("--upsample", "must be 0 (off) or at least 2")
     opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
-                       frames=frames)
+                       frames=frames, upsample=upsample)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:
@@ -81,7 +89,15 @@ def print_tables(m: dict) -> None:
     if m.get("novel") and m["novel"].get("flat_picture_psnr"):
         t.add_row("novel: flat query photo", str(m["novel"]["flat_picture_psnr"]["count"]),
                   _cell(m["novel"]["flat_picture_psnr"]), "", "", "(baseline)")
+    up = m.get("novel_upsampled")
+    if up and "render_psnr" in up:
+        t.add_row(f"novel (mask) at {up['scale']}x: render", str(up["views"]), _cell(up["render_psnr"]), "", "",
+                  f"{up['resolution']} px")
+        t.add_row(f"novel (mask) at {up['scale']}x: bicubic", str(up["views"]), _cell(up["bicubic_psnr"]), "", "",
+                  "(baseline)")
     console.print(t)
+    if up and "unavailable" in up:
+        console.print(f"novel views at another resolution: {up['unavailable']}")
     d = m.get("depth")
     if d:
         dt = Table(title=f"depth: {d['objects']} query views")

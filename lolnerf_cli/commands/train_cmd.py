@@ -23,6 +23,7 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     preview_every: Optional[int] = typer.Option(None, "--preview-every", min=0, help="Steps between preview images (0: only at the end)."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between log.jsonl records."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="hierarchical (NeRF: coarse + fine samples through the main network) or proposal (a small density network places the main network's samples; anti-aliased encoding). Default: the preset's."),
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
     from ..app import err_console
@@ -32,7 +33,8 @@ def train(
         summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
                                images_per_step=images_per_step, pixels_per_image=pixels_per_image,
                                precision=precision, seed=seed, checkpoint_every=checkpoint_every,
-                               preview_every=preview_every, log_every=log_every)
+                               preview_every=preview_every, log_every=log_every,
+                               config_overrides={"render.sampler": sampler})
     except KeyboardInterrupt:
         err_console.print(f"interrupted; a checkpoint was saved in {out}. Continue with: "
                           f"lolnerf train {data} --out {out} --resume")

@@ -15,17 +15,51 @@ from ..config import Config, ModelConfig, config_from_dict
 from ..errors import InputError
 from ..formats import RunPaths, load_safetensors, read_json, run_folder, save_safetensors
 from .background import Background
-from .field import LatentField
+from .field import LatentField, proposal_field
 
 
 class GenerativeNeRF(nn.Module):
-    """sigma, c = field(x | z); background colour = background(d | z). Latents live outside it."""
+    """sigma, c = field(x | z); background colour = background(d | z); optional proposal density networks
+    that place the field's samples. Latents live outside it.
+
+    `pixel_floor` (a buffer, with the "ipe" encoding only) is the smallest pixel footprint per unit depth
+    the model was trained with (1 / focal length in pixels): renders at a finer resolution use it instead
+    of their own, so they never ask for detail finer than the training photos held."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.field = LatentField(cfg)
         self.background = Background(cfg)
+        self.proposals = nn.ModuleList(proposal_field(cfg) for _ in range(cfg.proposal_levels))
+        if cfg.encoding == "ipe":
+            self.register_buffer("pixel_floor", torch.zeros(()))
+            self.register_buffer("point_footprint", torch.zeros(()))   # pixel width at the mean camera distance
+
+    def set_footprint(self, pixel_floor: float | None = None, point_footprint: float | None = None) -> None:
+        """Set (or, with no arguments, re-read from the buffers after loading weights) the training pixel
+        footprint the "ipe" encoding uses; the fields keep a plain float copy."""
+        if self.cfg.encoding != "ipe":
+            return
+        if pixel_floor is not None:
+            self.pixel_floor.fill_(float(pixel_floor))
+        if point_footprint is not None:
+            self.point_footprint.fill_(float(point_footprint))
+        for f in [self.field, *self.proposals]:
+            f.footprint = float(self.point_footprint)
+
+    def set_window(self, octaves: float | None) -> None:
+        """Open the encoding's octaves up to `octaves` (coarse-to-fine training); None: all of them."""
+        for f in [self.field, *self.proposals]:
+            f.window = octaves
+
+    def point_var(self, like: torch.Tensor, spacing: float) -> torch.Tensor | None:
+        """Variances [...] for field queries at loose points (a grid of `spacing`, mesh export) whose shape
+        is like[..., 3]: each point stands for a cell no finer than a training pixel. None with "pe"."""
+        if self.cfg.encoding != "ipe":
+            return None
+        size = max(float(spacing), float(self.point_footprint))
+        return torch.full(like.shape[:-1], size * size / 12.0, device=like.device)
 
 
 def model_state(model: GenerativeNeRF, latents: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -78,5 +112,6 @@ def load_model(run_dir: str | Path, device: torch.device | str = "cpu") -> Loade
         if v.shape != expected[k].shape:
             raise InputError(run.model, f"tensor '{k}' has shape {list(v.shape)}, config.json implies {list(expected[k].shape)}")
     model.load_state_dict(tensors)
+    model.set_footprint()
     model.eval().requires_grad_(False)
     return LoadedModel(run, cfg, model.to(device), latents.to(device), meta)

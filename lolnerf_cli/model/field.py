@@ -12,30 +12,57 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .encoding import encoded_dim, posenc
+from .encoding import encoded_dim, ipe, nyquist_octaves, octave_weights, posenc
 
 
 class LatentField(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """The main field (density + colour). `ProposalField` is the same network, smaller, density only."""
+
+    def __init__(self, cfg: ModelConfig, width: int | None = None, depth: int | None = None,
+                 skips: tuple[int, ...] | None = None, freqs: int | None = None, n_out: int = 4):
         super().__init__()
         self.cfg = cfg
-        ex = encoded_dim(cfg.pos_freqs)
-        w = cfg.width
+        self.freqs = cfg.pos_freqs if freqs is None else freqs
+        self.n_out = n_out
+        ex = encoded_dim(self.freqs)
+        w = cfg.width if width is None else width
+        depth = cfg.depth if depth is None else depth
+        skips = cfg.skips if skips is None else skips
+        self.width, self.depth = w, depth
         self.in_x = nn.Linear(ex, w)
         self.in_z = nn.Linear(cfg.latent_dim, w, bias=False)
         self.hidden = nn.ModuleList()
         self.skip_x = nn.ModuleDict()
         self.skip_z = nn.ModuleDict()
-        for i in range(1, cfg.depth):
+        for i in range(1, depth):
             self.hidden.append(nn.Linear(w, w))
-            if i in cfg.skips:
+            if i in skips:
                 self.skip_x[str(i)] = nn.Linear(ex, w, bias=False)
                 self.skip_z[str(i)] = nn.Linear(cfg.latent_dim, w, bias=False)
-        self.out = nn.Linear(w, 4)   # density logit + rgb logits
+        self.out = nn.Linear(w, n_out)   # density logit (+ rgb logits)
+        # "ipe" only: octaves open so far (None: all below the training photos' Nyquist limit). The trainer
+        # opens them coarse to fine; a trained model uses all of them.
+        self.window: float | None = None
+        self.footprint = 0.0             # training pixel width in scene units (set from the model's buffer)
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [R, S, 3] points (object frame), z [R, D] one latent per ray -> sigma [R, S], rgb [R, S, 3]."""
-        xe = posenc(x / self.cfg.scene_radius, self.cfg.pos_freqs)              # [R, S, Ex]
+    def octaves(self) -> float:
+        """Octaves of the encoding in use: the training window, capped at the two-pixel (Nyquist) limit."""
+        limit = nyquist_octaves(self.footprint / self.cfg.scene_radius, self.freqs)
+        return limit if self.window is None else min(self.window, limit)
+
+    def encode(self, x: torch.Tensor, var: torch.Tensor | None) -> torch.Tensor:
+        """Points [R, S, 3] (and, for the "ipe" encoding, their isotropic variances [R, S]) -> features."""
+        r = self.cfg.scene_radius
+        if self.cfg.encoding == "ipe":   # points without a variance: no blur, but the octave window still holds
+            var = torch.zeros(x.shape[:-1], device=x.device) if var is None else var
+            return ipe(x / r, var / (r * r), self.freqs, octave_weights(self.freqs, self.octaves(), x.device))
+        return posenc(x / r, self.freqs)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, var: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [R, S, 3] points (object frame), z [R, D] one latent per ray, var [R, S] the samples' variances
+        ("ipe" only; None: points) -> sigma [R, S], rgb [R, S, 3] (None for a density-only network)."""
+        xe = self.encode(x, var)                                                 # [R, S, Ex]
         # In-place adds and ReLUs: a linear layer's backward needs its input, not its output, so the
         # outputs can be reused as buffers (fewer [R, S, W] allocations and memory passes per layer).
         h = self.in_x(xe)                                                        # [R, S, W]
@@ -48,17 +75,22 @@ class LatentField(nn.Module):
                 pre += self.skip_x[key](xe)
                 pre += self.skip_z[key](z)[:, None, :]
             h = F.relu(pre, inplace=True)
-        raw = self.out(h).float()                                                # [R, S, 4]
+        raw = self.out(h).float()                                                # [R, S, n_out]
         sigma = F.softplus(raw[..., 0] + self.cfg.density_bias)
-        rgb = torch.sigmoid(raw[..., 1:])
+        rgb = torch.sigmoid(raw[..., 1:]) if self.n_out > 1 else None
         return sigma, rgb
 
     def flops_per_sample(self) -> int:
         """Multiply-adds x 2 of one forward pass per sample (per-ray latent terms excluded)."""
-        cfg = self.cfg
-        ex, w = encoded_dim(cfg.pos_freqs), cfg.width
-        macs = ex * w + (cfg.depth - 1) * w * w + len(self.skip_x) * ex * w + w * 4
+        ex, w = encoded_dim(self.freqs), self.width
+        macs = ex * w + (self.depth - 1) * w * w + len(self.skip_x) * ex * w + w * self.n_out
         return 2 * macs
+
+
+def proposal_field(cfg: ModelConfig) -> LatentField:
+    """A small density-only field (no skips) that tells the main field where to sample."""
+    return LatentField(cfg, width=cfg.proposal_width, depth=cfg.proposal_depth, skips=(),
+                       freqs=cfg.proposal_freqs, n_out=1)
 
 
 def plain_flops_per_sample(cfg: ModelConfig) -> int:
