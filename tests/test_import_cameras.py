@@ -59,6 +59,7 @@ def c2w_stack(tf) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- the cat file
+@pytest.mark.slow
 def test_the_authors_cat_cameras_convert(cat_data, tmp_path):
     fig = tmp_path / "cameras.png"
     res = invoke(["import-cameras", str(CAT_FILE), str(cat_data), "--plot", str(fig)])
