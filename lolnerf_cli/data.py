@@ -33,7 +33,8 @@ def select_frames(data_dir: str | Path, include_flagged: bool = False) -> TrainF
     ds = dataset(data_dir)
     if not ds.transforms.is_file():
         hint = ("run `lolnerf fit-cameras DATA` first" if ds.landmarks.is_file()
-                else "run `lolnerf landmarks DATA` and `lolnerf fit-cameras DATA` first, or supply known cameras")
+                else "run `lolnerf landmarks DATA` and `lolnerf fit-cameras DATA` first, or import known cameras "
+                     "with `lolnerf import-cameras FILE DATA`")
         raise InputError(ds.transforms, f"not found; {hint}")
     tf = read_transforms(ds.transforms, ds.root)
     frames, excluded = [], []

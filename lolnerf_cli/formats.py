@@ -62,9 +62,10 @@ def write_json(path: str | Path, obj: Any) -> None:
 MAX_JSON_BYTES = 1 << 30  # no artifact of SPEC.md comes near this; refuse to read more
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_json(path: str | Path, what: str = "JSON file", allow_nan: bool = False) -> Any:
     """Parse a UTF-8 JSON file (a leading byte-order mark is allowed). NaN / Infinity literals, deep
-    nesting and anything that is not JSON are an `InputError` naming the file; nothing else is raised."""
+    nesting and anything that is not JSON are an `InputError` naming the file; nothing else is raised.
+    allow_nan: NaN / Infinity become floats, for readers that name the item holding one."""
     path = Path(path)
     try:
         is_file = path.is_file()
@@ -83,7 +84,7 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     except OSError as exc:
         raise InputError(path, f"{what} cannot be read ({exc.strerror or exc})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=None if allow_nan else _reject_constant)
     except RecursionError:
         raise InputError(path, f"{what} is nested too deeply to be a valid file") from None
     except (json.JSONDecodeError, ValueError) as exc:
