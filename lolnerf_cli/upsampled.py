@@ -21,6 +21,7 @@ from .errors import InputError
 from .formats import read_json
 
 FIGURE_OBJECTS = 3      # objects shown in the upsampled figure (first view of each)
+FIGURE_TILE_MIN = 192   # tiles are enlarged (nearest) to at least this many pixels
 
 
 def bicubic(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -101,7 +102,9 @@ def upsampled_section(ev, folder: Path, scale: int, figure_path: Path | None = N
                                float(np.mean([r["bicubic_psnr"] for r in rows])),
                                "per_view": rows}
     if figure_path is not None and tiles:
-        save_png(figure_path, np.concatenate(tiles, axis=0))
+        grid = np.concatenate(tiles, axis=0)
+        zoom = max(1, -(-FIGURE_TILE_MIN // big))          # nearest-neighbour, so pixels stay visible
+        save_png(figure_path, grid.repeat(zoom, axis=0).repeat(zoom, axis=1))
         section["figure"] = {"file": figure_path.name,
                              "columns": f"bicubic x{scale} of the {ev.res} px render | render at {big} px | "
                                         f"ground truth at {big} px (object pixels)"}

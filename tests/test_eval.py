@@ -482,3 +482,31 @@ def test_eval_aligns_a_model_trained_on_fitted_cameras(fitted_run, no_lpips_env)
     assert held["frames"] == "query" and "fitted" in held["cameras"]
     for row in held["images"]:                          # the same query cameras as the novel section's
         assert row["alignment"]["scale"] == pytest.approx(align[row["file_path"][7:12]]["scale"])
+
+
+def test_upsampled_novel_views_are_scored_against_exact_ground_truth(tiny_run, no_lpips_env):
+    """--upsample 2 renders every novel view at twice the training size and scores it, and a bicubic
+    upsample of the training-size render, against synth's ground truth at that size."""
+    from lolnerf_cli.upsampled import bicubic
+
+    out = tiny_run.root / "up" / "metrics.json"
+    res = _invoke(["eval", str(tiny_run.data), "--model", str(tiny_run.run), "--out", str(out),
+                   "--subset", "1", "--invert-steps", "2", "--upsample", "2"], env=no_lpips_env)
+    assert res.exit_code == 0, _err(res)
+    up = json.loads(out.read_text())["novel_upsampled"]
+    assert up["scale"] == 2 and up["resolution"] == 2 * tiny_run.res and up["views"] == tiny_run.views
+    for row in up["per_view"]:
+        assert math.isfinite(row["render_psnr"]) and math.isfinite(row["bicubic_psnr"])
+        assert row["gain_db"] == pytest.approx(row["render_psnr"] - row["bicubic_psnr"])
+    assert up["render_at_least_bicubic"] == (up["render_psnr"]["mean"] >= up["bicubic_psnr"]["mean"])
+    assert (out.parent / up["figure"]["file"]).is_file()
+    assert "at 2x: render" in res.output and "at 2x: bicubic" in res.output
+    # the bicubic baseline keeps a constant image constant and a smooth ramp close to itself
+    flat = np.full((8, 8, 3), 0.25, np.float32)
+    assert np.allclose(bicubic(flat, 16), 0.25, atol=1e-6)
+
+
+def test_upsample_of_one_is_refused(tiny_run, no_lpips_env):
+    res = _invoke(["eval", str(tiny_run.data), "--model", str(tiny_run.run), "--out",
+                   str(tiny_run.root / "u1.json"), "--upsample", "1"], env=no_lpips_env)
+    assert res.exit_code == 2 and "--upsample" in _err(res)
