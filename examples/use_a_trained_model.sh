@@ -10,7 +10,7 @@ lolnerf synth "$W/data" --n 64 --resolution 32 --holdout 2
 lolnerf train "$W/data" --out "$W/run" --preset tiny --steps 300
 
 # 2. lift two unseen photos into 3D (their cameras are known here; for a real photo leave out --camera
-#    and the camera is fitted from face landmarks against RUN/keypoints.json)
+#    and the camera is fitted from face landmarks against RUN/keypoints.json: MediaPipe, the [landmarks] extra)
 lolnerf invert "$W/data/holdout/images/h0000_q.png" "$W/data/holdout/images/h0001_q.png" \
     --model "$W/run" --camera "$W/data/holdout/transforms.json" --out "$W/faces.safetensors"
 #    -> faces.safetensors (one latent per photo) and faces_preview.png (photo | reconstruction | novel view)

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import typer
-from rich.console import Console
+import typer.core
+from rich.console import Console, ConsoleDimensions
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
@@ -29,8 +30,64 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+PLAIN_WIDTH = 100_000   # off a terminal every line is as long as its content: nothing wraps or is cut
+
+
+class _Console(Console):
+    """rich's Console, except off a terminal (a log file, a pipe, CI): there it is PLAIN_WIDTH columns
+    wide, so paths, echoed commands and table cells are never wrapped at 80 columns or cut with "…".
+    A COLUMNS variable in the environment (CI systems and pytest set one) does not change that; a width
+    given to the constructor does."""
+
+    _fixed_width = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fixed_width = kwargs.get("width") is not None
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        real = super().size
+        if not self._fixed_width and not self.is_terminal and not self.is_jupyter:
+            return ConsoleDimensions(PLAIN_WIDTH, real.height)
+        return real
+
+    @size.setter
+    def size(self, new_size) -> None:
+        self._width, self._height = new_size
+        self._fixed_width = True
+
+
+console = _Console(stderr=False, highlight=False)
+err_console = _Console(stderr=True, highlight=False)
+
+
+def heading(text: str) -> None:
+    """A section heading: a rule across a terminal; off a terminal a plain line (a rule would be PLAIN_WIDTH
+    characters long there)."""
+    if console.is_terminal:
+        console.rule(f"[bold]{_escape(text)}")
+    else:
+        console.print(f"=== {text} ===", markup=False, highlight=False)
+
+
+def _hide_flag_types() -> None:
+    """typer 0.29 prints a value type such as `<bool>` after every option in --help, on/off flags (and
+    --help itself) included, although a flag takes no value. Show nothing there for flags."""
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if original is None or getattr(original, "_lolnerf", False):   # another typer, or already done
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._lolnerf = True
+    option.display_type_rich = display_type_rich
+
+
+_hide_flag_types()
+
 STATE = {"debug": bool(os.environ.get("LOLNERF_DEBUG"))}
 
 
@@ -171,7 +228,8 @@ def reporter() -> RichProgressReporter:
 
 @app.callback(invoke_without_command=True)
 def _root(ctx: typer.Context,
-          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+          debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (also accepted after the "
+                                                            "command: lolnerf train ... --debug)."),
           version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     """lolnerf: a LOLNeRF toolkit (GLO latents + a latent-conditioned NeRF, cameras from landmarks)."""
     STATE["debug"] = STATE["debug"] or debug
@@ -188,7 +246,17 @@ def _root(ctx: typer.Context,
 def main(argv: list[str] | None = None) -> None:
     from . import commands  # noqa: F401 - registers every subcommand
 
-    app(args=argv, prog_name="lolnerf")
+    app(args=_debug_anywhere(sys.argv[1:] if argv is None else list(argv)), prog_name="lolnerf")
+
+
+def _debug_anywhere(args: list[str]) -> list[str]:
+    """`--debug` is an option of `lolnerf` itself, so click accepts it only before the command; take it from
+    anywhere before a `--` separator (`lolnerf train data/ --debug` works too)."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[1:end]:
+        return args
+    STATE["debug"] = True
+    return [a for i, a in enumerate(args) if not (a == "--debug" and 0 < i < end)]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -576,7 +576,9 @@ def fit_single_camera(points2d: np.ndarray, keypoints3d: np.ndarray, w: int, h: 
 
     points2d [N, 2] pixels, keypoints3d [N, 3] object frame. focal: fixed focal length in pixels, or None
     to fit it with a weak prior (focal_prior pixels, default a 30-degree field of view over max(w, h)).
-    Returns a formats.Frame (c2w OpenGL axes, cx = w/2, cy = h/2) with extra "landmark_rmse_px"."""
+    Returns a formats.Frame (c2w OpenGL axes, cx = w/2, cy = h/2) with extra "landmark_rmse_px" and
+    "landmark_spread_px" (RMS distance of the points from their centre), and, for a poor fit, "flagged" and
+    "flag_reason" (a phrase saying which test failed)."""
     pts = np.asarray(points2d, dtype=np.float64)
     kp = np.asarray(keypoints3d, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2 or kp.shape != (pts.shape[0], 3) or pts.shape[0] < 4:
@@ -589,9 +591,15 @@ def fit_single_camera(points2d: np.ndarray, keypoints3d: np.ndarray, w: int, h: 
     sol = _refine_frames(prob, _init_solution(prob, kp), iters=100)
     rmse, in_front = _rmse(sol, prob)
     c2w = _c2w_opengl(sol.rot, sol.t)[0]
-    extra = {"landmark_rmse_px": round(float(rmse[0]), 4)}
-    if not in_front[0] or rmse[0] > FLAG_FRACTION * _spread(prob.obs)[0]:
+    spread = float(_spread(prob.obs)[0])
+    extra = {"landmark_rmse_px": round(float(rmse[0]), 4), "landmark_spread_px": round(spread, 4)}
+    if not in_front[0]:
+        extra["flagged"], extra["flag_reason"] = True, "a keypoint lands behind the fitted camera"
+    elif rmse[0] > FLAG_FRACTION * spread:
         extra["flagged"] = True
+        extra["flag_reason"] = (f"the error is over {FLAG_FRACTION:.0%} of the landmarks' own spread "
+                                f"({spread:.1f} px RMS from their centre), so the landmarks do not match the "
+                                f"class's 3D keypoints well")
     return Frame(file_path, c2w, float(sol.f[0]), float(sol.f[0]), w / 2, h / 2, int(w), int(h), extra)
 
 

@@ -54,6 +54,8 @@ FIGURE_CAPTION = 16                 # caption strip above each figure row
 FIGURE_COLUMNS = 4                  # input | prediction | ground truth (or error) | depth
 MASK_THRESHOLD = 0.5                # a mask pixel >= this is the object's
 MIN_KEYPOINTS_FOR_PEARSON = 3       # fewer valid keypoints than this: the object's correlation is undefined
+EVAL_LANDMARKS_HINT = ("put the photos' 2D landmarks (landmarks.json, docs/landmarks.md) or cameras "
+                       "(transforms.json) in the held-out folder")
 
 
 @dataclass
@@ -625,7 +627,8 @@ class Evaluator:
             from .invert import camera_from_landmarks
 
             source = "landmark detector"
-            det, _ = camera_from_landmarks(self.loaded, item.rgb, item.path, focal=frame.fl_x * img_w / frame.w)
+            det, _ = camera_from_landmarks(self.loaded, item.rgb, item.path, focal=frame.fl_x * img_w / frame.w,
+                                           hint=EVAL_LANDMARKS_HINT)
             pts = None
             cam = _with_intrinsics(det.c2w, frame)
         if pts is not None:
@@ -732,7 +735,7 @@ class Evaluator:
             if it.frame is None and it.cam is None:
                 from .invert import camera_from_landmarks
 
-                it.cam, _ = camera_from_landmarks(self.loaded, it.rgb, it.path)
+                it.cam, _ = camera_from_landmarks(self.loaded, it.rgb, it.path, hint=EVAL_LANDMARKS_HINT)
             elif mode == "query":
                 it.cam, alignment[it.file_path] = self.query_camera(folder, it)
         lat = self.invert(items, "held-out")

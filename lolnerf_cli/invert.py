@@ -252,12 +252,17 @@ def cameras_from_transforms(paths: Sequence[Path], transforms_path: str | Path) 
     return out
 
 
+INVERT_HINT = ("give its 2D landmarks with --landmarks LANDMARKS.json (from any landmarker, docs/landmarks.md) "
+               "or its camera with --camera TRANSFORMS.json")
+
+
 def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: float | None = None,
-                          points: np.ndarray | None = None) -> tuple[Camera, str]:
+                          points: np.ndarray | None = None, hint: str = INVERT_HINT) -> tuple[Camera, str]:
     """Find the 5 face landmarks (or take the given `points` [N, 2], in RUN/keypoints.json's order) and fit
     the photo's camera to the run's canonical keypoints (fixed).
 
-    focal: in pixels of this photo; default: the training cameras' mean field of view (RUN/view.json)."""
+    focal: in pixels of this photo; default: the training cameras' mean field of view (RUN/view.json).
+    hint: what the user can do instead when no face is found (ends the error message)."""
     from .formats import read_keypoints
 
     path = Path(path)
@@ -272,10 +277,13 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
         raise InputError(path, f"cannot place this photo without --camera: landmark support is unavailable ({exc})") \
             from None
     if points is None:
+        if not landmarks.mediapipe_installed():
+            raise InputError(path, f"finding its face landmarks needs MediaPipe, an optional part of lolnerf "
+                                   f"({landmarks.INSTALL_HINT}); or {hint}")
         try:
             points, _ = landmarks.detect_face5(rgb)      # raises LandmarksNotFound ("no face found", ...)
         except InputError as exc:
-            raise InputError(path, exc.reason) from None
+            raise InputError(path, f"{exc.reason}; {hint}") from None
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if points.shape[0] != keypoints.points.shape[0]:
         raise InputError(kp_path, f"has {keypoints.points.shape[0]} keypoints but the face landmarker finds "
@@ -292,7 +300,9 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
     rmse = frame.extra.get("landmark_rmse_px")
     note = "landmarks"
     if isinstance(rmse, (int, float)):
-        note += f" (rmse {rmse:.1f} px{', poor fit' if frame.extra.get('flagged') else ''})"
+        poor = (f", poor fit: {frame.extra.get('flag_reason', 'see docs/landmarks.md')}; the camera may be off, "
+                f"check the landmarks or give --camera") if frame.extra.get("flagged") else ""
+        note += f" (rmse {rmse:.1f} px{poor})"
     return Camera.from_frame(frame), note
 
 
@@ -311,7 +321,7 @@ def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segmen
         try:
             from . import landmarks
 
-            m = landmarks.segment_foreground(rgb)
+            m = landmarks.segment_foreground(rgb) if landmarks.mediapipe_installed() else None
         except (ImportError, AttributeError, InputError, RuntimeError, OSError, ValueError):
             return None, None
         if m is None:
@@ -379,23 +389,22 @@ def preview_path(latents_path: str | Path) -> Path:
     return p.with_name(p.stem + "_preview.png")
 
 
-def write_preview(path: str | Path, loaded, result: InvertResult, novel_yaw: float | None = None) -> Path:
-    """Rows of: photo | reconstruction | novel view (the photo's camera turned by `novel_yaw` about +Y)."""
+def write_preview(path: str | Path, loaded, result: InvertResult, novel_yaw: float | None = None,
+                  names: Sequence[str] | None = None) -> Path:
+    """One captioned row per photo: photo | reconstruction (PSNR) | novel view (the photo's camera turned by
+    `novel_yaw` degrees about +Y), each enlarged to at least SHEET_MIN_TILE pixels (video.contact_sheet)."""
     from .images import save_png
+    from .video import contact_sheet
 
     yaw = NOVEL_YAW_DEG if novel_yaw is None else novel_yaw
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
-    rows = []
-    pad = 2
+    tiles, captions = [], []
     for i in range(result.latents.shape[0]):
         z = result.latents[i].to(loaded.latents.device)
         novel = _render_full(loaded, z, turned(result.cameras[i], yaw), precision)
-        parts = [result.targets[i], result.renders[i], novel]
-        h = parts[0].shape[0]
-        sep = np.zeros((h, pad, 3), np.float32)
-        rows.append(np.concatenate([parts[0], sep, parts[1], sep, parts[2]], axis=1))
-    gap = np.zeros((pad, rows[0].shape[1], 3), np.float32)
-    img = np.concatenate([x for r in rows for x in (r, gap)][:-1], axis=0)
+        name = names[i] if names is not None else f"photo {i}"
+        tiles += [result.targets[i], result.renders[i], novel]
+        captions += [name, f"reconstruction {result.psnr[i]:.1f} dB", f"novel view, turned {yaw:g}°"]
     path = Path(path)
-    save_png(path, img)
+    save_png(path, contact_sheet(tiles, captions, cols=3))
     return path

@@ -59,6 +59,16 @@ class Landmarker(Protocol):
 
 
 # ----------------------------------------------------------------------------------------- MediaPipe objects
+INSTALL_HINT = "install it with: pip install 'lolnerf[landmarks]'"
+
+
+def mediapipe_installed() -> bool:
+    """Whether MediaPipe, the optional `landmarks` extra, is installed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("mediapipe") is not None
+
+
 _LOCK = threading.Lock()
 _CACHE: dict[str, object] = {}
 
@@ -112,7 +122,10 @@ def _solution(name: str):
         except ImportError as exc:  # pragma: no cover - a broken install
             from .errors import LolnerfError
 
-            raise LolnerfError(f"MediaPipe is not usable ({exc}); reinstall with `pip install mediapipe==0.10.21`")
+            if not mediapipe_installed():
+                raise InputError(None, f"this needs MediaPipe, an optional part of lolnerf; {INSTALL_HINT}") from None
+            raise LolnerfError(f"MediaPipe is not usable ({exc}); reinstall it with: pip install --force-reinstall "
+                               f"'lolnerf[landmarks]'") from None
         if name == "mesh":
             _CACHE[name] = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=_MAX_FACES, refine_landmarks=True,
                                               min_detection_confidence=_DETECTION_CONFIDENCE)
@@ -309,6 +322,10 @@ def find_landmarks(data: str | Path, masks: bool = False, progress: Progress | N
     A photo that cannot be read, shows no face or several faces is listed under "failed" with its reason;
     the run continues. Masks are written for every readable photo (MediaPipe selfie segmentation)."""
     ds = dataset(data)
+    if (landmarker is None or masks) and not mediapipe_installed():
+        raise InputError(ds.root, f"finding face landmarks{' and masks' if masks else ''} needs MediaPipe, an "
+                                  f"optional part of lolnerf ({INSTALL_HINT}); for other landmarkers write "
+                                  f"landmarks.json yourself (docs/landmarks.md)")
     files = list_images(ds.images)
     lmk = landmarker or MediaPipeFace5()
     names = list(lmk.names)

@@ -7,6 +7,7 @@
 - `colorize_depth`: depth map -> colour-mapped uint8 image (NaN -> black) with a fixed range, so the
   frames of a depth video share one colour scale.
 - `render_sequence`: render (latent, camera) pairs into a sink (and optionally a depth sink).
+- `contact_sheet`: captioned, enlarged tiles in one image (the sample grid, the inversion preview).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ NOVEL_YAW_DEG = 30.0           # the "novel view" of previews: the input camera 
 DEPTH_COLORMAP = "turbo"
 DEFAULT_VIEW = (0.0, 0.0, 2.7, 30.0)   # (yaw, pitch, radius, fov) when a run has no view.json
 MP4_CRF_QUALITY = 8            # imageio-ffmpeg quality 0..10 (10 = best)
+SHEET_MIN_TILE = 128           # contact sheets (sample grid, inversion preview) show each image at least this big
+SHEET_PAD = 4                  # pixels between the tiles of a contact sheet
 
 
 # ----------------------------------------------------------------------------------------- views
@@ -280,18 +283,57 @@ def render_sequence(loaded, latents: torch.Tensor | Sequence[torch.Tensor], came
     return SequenceStats(len(cameras), render_s, cameras[0].w if cameras else 0, cameras[0].h if cameras else 0)
 
 
-def grid(images: Sequence[np.ndarray], cols: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile equally sized images [H, W, 3] into a near-square grid (cols = ceil(sqrt(n))), black padding."""
+def contact_sheet(images: Sequence[np.ndarray], captions: Sequence[str], cols: int | None = None,
+                  min_tile: int = SHEET_MIN_TILE, pad: int = SHEET_PAD) -> np.ndarray:
+    """Equally sized images [H, W, 3] in a grid (cols = ceil(sqrt(n)) unless given) on white, each shown at
+    least `min_tile` pixels on its longer side (enlarged by a whole factor, nearest neighbour, so every
+    rendered pixel stays a sharp square) with its caption above it (wrapped to the tile's width). uint8."""
+    from PIL import Image, ImageDraw, ImageFont
+
     imgs = [to_uint8(im) for im in images]
     n = len(imgs)
-    if n == 0:
-        raise ValueError("no images to tile")
+    if n == 0 or len(captions) != n:
+        raise ValueError(f"need one caption per image, got {n} images and {len(captions)} captions")
+    h, w = imgs[0].shape[:2]
+    k = max(1, math.ceil(min_tile / max(h, w)))
+    th, tw = h * k, w * k
     cols = cols or int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / cols))
-    h, w = imgs[0].shape[:2]
-    out = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, 3), np.uint8)
-    for i, im in enumerate(imgs):
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = measure.textbbox((0, 0), "Ag°", font=font)[3] + 2
+    wrapped = [_wrap(str(c), tw, lambda t: measure.textlength(t, font=font)) for c in captions]
+    cap_h = [max(len(lines) for lines in wrapped[r * cols:(r + 1) * cols]) * line_h + 2 for r in range(rows)]
+    top = np.cumsum([pad] + [c + th + pad for c in cap_h])          # y of each row's caption
+    sheet = Image.new("RGB", (cols * tw + (cols + 1) * pad, int(top[-1])), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (im, lines) in enumerate(zip(imgs, wrapped)):
         r, c = divmod(i, cols)
-        out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = im
-    return out
+        x, y = pad + c * (tw + pad), int(top[r])
+        for j, line in enumerate(lines):
+            draw.text((x, y + j * line_h), line, fill=(0, 0, 0), font=font)
+        sheet.paste(Image.fromarray(np.repeat(np.repeat(im, k, axis=0), k, axis=1)), (x, y + cap_h[r]))
+    return np.asarray(sheet)
 
+
+def _wrap(text: str, width: float, length) -> list[str]:
+    """Greedy word wrap to `width` pixels (length(text) -> pixels); a word wider than a line is broken."""
+    lines: list[str] = []
+    for para in text.split("\n"):
+        line = ""
+        for word in para.split(" "):
+            candidate = f"{line} {word}" if line else word
+            if length(candidate) <= width:
+                line = candidate
+                continue
+            if line:
+                lines.append(line)
+            line = word
+            while length(line) > width and len(line) > 1:
+                cut = len(line) - 1
+                while cut > 1 and length(line[:cut]) > width:
+                    cut -= 1
+                lines.append(line[:cut])
+                line = line[cut:]
+        lines.append(line)
+    return lines

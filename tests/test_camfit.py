@@ -176,6 +176,14 @@ def test_fit_single_camera(face_fit):
     assert frame.extra["landmark_rmse_px"] < 1.5 and not frame.extra.get("flagged")
     free = camfit.fit_single_camera(uv[0], kp_true, RES, RES)
     assert 0.7 < free.fl_x / f[0] < 1.4
+    # landmarks that match no pose of the keypoints (mouth corners swapped): flagged, and the reason
+    # names the test against the landmarks' own spread, which is reported too
+    bad = uv[0][[0, 1, 2, 4, 3]]
+    flagged = camfit.fit_single_camera(bad, kp_true, RES, RES, focal=float(f[0]))
+    spread = np.sqrt(((bad - bad.mean(0)) ** 2).sum(1).mean())
+    assert flagged.extra["landmark_spread_px"] == pytest.approx(spread, rel=1e-3)
+    assert flagged.extra["flagged"] and flagged.extra["landmark_rmse_px"] > camfit.FLAG_FRACTION * spread
+    assert "15%" in flagged.extra["flag_reason"] and f"{spread:.1f} px" in flagged.extra["flag_reason"]
     with pytest.raises(Exception, match="N >= 4"):
         camfit.fit_single_camera(uv[0][:3], kp_true[:3], RES, RES)
 

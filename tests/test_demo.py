@@ -4,6 +4,7 @@ a few training steps and tiny images so that it fits in the test budget."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -16,6 +17,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
                         "--resolution", "16"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "done" in r.stdout
+    # captured (not a terminal): every echoed command is one whole line that can be pasted back
+    from lolnerf_cli.commands.demo_cmd import demo_commands
+
+    lines = r.stdout.splitlines()
+    for _, args in demo_commands(out, 4, 12, 16):
+        assert f"$ lolnerf {shlex.join(args)}" in lines, args
+    assert (out / "samples" / "sample_000.png").is_file()
     transforms = json.loads((out / "data" / "transforms.json").read_text())
     assert transforms.get("camera_source") == "fit-cameras"           # trained on fitted, not true, cameras
     assert (out / "run" / "model.safetensors").is_file()

@@ -16,6 +16,7 @@ from conftest import SYNTH_RES as RES
 from use_models import error_line, invoke, tiny_run
 
 from lolnerf_cli.images import load_image
+from lolnerf_cli.video import SHEET_MIN_TILE, SHEET_PAD
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +105,15 @@ def test_cli_invert_with_cameras_writes_latents_and_preview(tiny, loaded, tmp_pa
     z, sources, meta = load_latents(out, loaded.model_hash, loaded.latents.shape[1])
     assert z.shape == (2, loaded.latents.shape[1]) and sources == [str(p) for p in paths]
     assert len(json.loads(meta["psnr"])) == 2
-    preview = np.asarray(Image.open(tmp_path / "inv" / "faces_preview.png"))
-    assert preview.shape[:2] == (2 * RES + 2, 3 * RES + 4)                # rows: photo | reconstruction | novel
-    assert np.abs(preview[:RES, :RES, :3].astype(float) - load_image(paths[0])).max() <= 1   # the photo itself
+    preview = np.asarray(Image.open(tmp_path / "inv" / "faces_preview.png").convert("RGB"))
+    k = -(-SHEET_MIN_TILE // RES)                  # each tile enlarged by a whole factor to >= SHEET_MIN_TILE px
+    assert preview.shape[1] == 3 * k * RES + 4 * SHEET_PAD                # columns: photo | reconstruction | novel
+    assert preview.shape[0] > 2 * k * RES + 3 * SHEET_PAD                 # two rows, each under its captions
+    photo = np.repeat(np.repeat(load_image(paths[0]), k, axis=0), k, axis=1).astype(float)
+    x = SHEET_PAD
+    tops = [y for y in range(0, 60) if np.abs(preview[y:y + k * RES, x:x + k * RES] - photo).max() <= 1]
+    assert tops, "the first photo, enlarged, is the preview's first tile"
+    assert preview[:tops[0], x:x + k * RES].min() < 100                   # dark caption text above it
     assert "h0000_q.png: PSNR" in res.stdout and "masks/h0000_q.png" in res.stdout
     # the file works with `render`
     res = invoke(["render", "--model", str(tiny.run), "--latent", str(out), "--row", "1", "--camera",
@@ -176,6 +183,13 @@ def test_cli_invert_without_camera_uses_landmarks_and_run_keypoints(tiny, loaded
     assert res.exit_code == 2
     line = error_line(res)
     assert "h0000_q.png" in line and "no face found" in line
+    assert "--landmarks" in line and "--camera" in line                  # and what to do instead
+
+    monkeypatch.setattr(landmarks, "mediapipe_installed", lambda: False)  # installed without the extra
+    res = invoke(["invert", str(path), "--model", str(tiny.run), "--steps", "2", "--out", str(out)])
+    assert res.exit_code == 2
+    line = error_line(res)
+    assert "h0000_q.png" in line and "lolnerf[landmarks]" in line and "--landmarks" in line
 
 
 def test_cli_invert_without_keypoints_asks_for_cameras(tiny, tmp_path):

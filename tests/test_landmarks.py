@@ -149,6 +149,16 @@ def test_cli_errors_are_one_line_exit_2(tmp_path):
     assert res.exit_code == 2 and "no .png or .jpg" in res.output + getattr(res, "stderr", "")
 
 
+def test_without_mediapipe_the_extra_is_named(tmp_path, monkeypatch):
+    """Installed without the `landmarks` extra: one line naming the folder and the install command."""
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(lmk, "mediapipe_installed", lambda: False)
+    res = CliRunner().invoke(app, ["landmarks", str(tmp_path), "--masks"])
+    out = " ".join((res.output + getattr(res, "stderr", "")).split())
+    assert res.exit_code == 2 and str(tmp_path) in out and "pip install 'lolnerf[landmarks]'" in out
+    assert "Traceback" not in out
+
+
 class CornerLandmarker:
     """A stand-in for another class's landmarker: the four image corners."""
 

@@ -15,6 +15,7 @@ from PIL import Image
 from use_models import CUBE_RGB, cube_run, cube_surface, error_line, invoke, tiny_run
 
 from lolnerf_cli.cameras import focal_from_fov, look_at, spherical_eye
+from lolnerf_cli.video import SHEET_MIN_TILE, SHEET_PAD
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,30 @@ def test_sample_is_deterministic_and_writes_a_grid(tiny, tmp_path):
     assert (tmp_path / "a" / "grid.png").read_bytes() == (tmp_path / "b" / "grid.png").read_bytes()
     assert not torch.allclose(za, outs["c"][0])
     assert len({tuple(r.tolist()) for r in za}) == 5                        # five different identities
-    assert _png(tmp_path / "a" / "grid.png").shape == (2 * 12 + 2, 3 * 12 + 2 * 2, 3)   # 3 x 2 near-square grid
+    # one image per identity at the asked size, and all of them on a captioned, enlarged 3 x 2 grid
+    singles = [_png(tmp_path / "a" / f"sample_{i:03d}.png") for i in range(5)]
+    assert all(im.shape == (12, 12, 3) for im in singles)
+    grid = _png(tmp_path / "a" / "grid.png")
+    k = -(-SHEET_MIN_TILE // 12)
+    assert grid.shape[1] == 3 * 12 * k + 4 * SHEET_PAD and grid.shape[0] > 2 * 12 * k + 3 * SHEET_PAD
+    big = np.repeat(np.repeat(singles[1], k, axis=0), k, axis=1)
+    x = 2 * SHEET_PAD + 12 * k                                              # second column, first row
+    assert any((grid[y:y + 12 * k, x:x + 12 * k] == big).all() for y in range(0, 60))
+
+
+def test_sample_and_render_default_to_the_training_resolution(tiny, tmp_path):
+    res_px = json.loads((tiny.run / "config.json").read_text())["train"]["resolution"]
+    res = invoke(["sample", "--model", str(tiny.run), "--n", "1", "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert _png(tmp_path / "s" / "sample_000.png").shape == (res_px, res_px, 3)
+    res = invoke(["render", "--model", str(tiny.run), "--index", "0", "--orbit", "--frames", "2",
+                  "--out", str(tmp_path / "f"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert _png(tmp_path / "f" / "frame_0000.png").shape == (res_px, res_px, 3)
+    res = invoke(["interpolate", "--model", str(tiny.run), "--from", "index:0", "--to", "index:1", "--frames", "2",
+                  "--out", str(tmp_path / "w"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert _png(tmp_path / "w" / "frame_0000.png").shape == (res_px, res_px, 3)
 
 
 def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
@@ -167,7 +191,8 @@ def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
                   "--orbit", "--frames", "3", "--resolution", "16", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["grid.png", "latents.safetensors",
-                                                                  "sample_000.mp4", "sample_001.mp4"]
+                                                                  "sample_000.mp4", "sample_000.png",
+                                                                  "sample_001.mp4", "sample_001.png"]
     for name in ("sample_000.mp4", "sample_001.mp4"):
         assert len(iio.mimread(tmp_path / "s" / name, format="FFMPEG")) == 3
 

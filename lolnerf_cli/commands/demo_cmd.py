@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..app import app, console, guarded
+from ..app import app, console, guarded, heading
 from ..errors import InputError, LolnerfError
 
 DEMO_STEPS = 1000     # training steps of the demo (a few minutes on 2 CPU cores)
@@ -19,7 +19,7 @@ DEMO_RES = 32         # pixels
 def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[str, list[str]]]:
     data, run = out / "data", out / "run"
     return [
-        ("make a synthetic photo collection (300 single views of face-like objects + 3 held-out objects)",
+        (f"make a synthetic photo collection ({n} single views of face-like objects + 3 held-out objects)",
          ["synth", str(data), "--n", str(n), "--resolution", str(resolution), "--holdout", "3"]),
         ("fit cameras and canonical 3D keypoints from the 2D landmarks (the true cameras are not used)",
          ["fit-cameras", str(data)]),
@@ -58,14 +58,14 @@ def demo(
     t_all = time.time()
     cmds = demo_commands(out, steps, n, resolution)
     for i, (what, args) in enumerate(cmds, 1):
-        console.rule(f"[bold]{i}/{len(cmds)}: {what}")
+        heading(f"{i}/{len(cmds)}: {what}")
         console.print(f"$ lolnerf {shlex.join(args)}", markup=False, highlight=False)
         t0 = time.time()
         r = subprocess.run([sys.executable, "-m", "lolnerf_cli", *args])
         if r.returncode != 0:
             raise LolnerfError(f"demo step {i} (lolnerf {args[0]}) failed with exit status {r.returncode}")
         console.print(f"[dim]({time.time() - t0:.0f} s)[/]")
-    console.rule("[bold green]done")
+    heading("done")
     console.print(f"everything is in {out}/ ({time.time() - t_all:.0f} s in all):")
     for name, what in [("data/", "the synthetic dataset (images, masks, landmarks, fitted cameras)"),
                        ("run/", "the trained model, log.jsonl and previews/latest.png"),

@@ -1,5 +1,5 @@
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
@@ -15,7 +15,8 @@ def interpolate(
     out: Path = typer.Option(..., "--out", help="FILE.mp4, FILE.gif or a folder of frames."),
     frames: int = typer.Option(60, "--frames", min=2, help="Frames in the whole video."),
     orbit: bool = typer.Option(False, "--orbit", help="Move the camera along the orbit while walking (else: the fixed mean view)."),
-    resolution: int = typer.Option(128, "--resolution", min=8, help="Frame width and height in pixels."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Frame width and height in pixels "
+                                                                              "(default: the model's training resolution)."),
     fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
@@ -31,6 +32,7 @@ def interpolate(
     loaded = load_model(model, pick_device(device))
     ends = [parse_endpoint(loaded, s) for s in [start, *to]]
     path = interpolation_path(torch.stack([e.z for e in ends]), frames)
+    resolution = resolution or loaded.cfg.train.resolution
     view = read_view(loaded.run.root)
     cams = view.orbit(frames, resolution) if orbit else [view.camera(resolution)] * frames
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)

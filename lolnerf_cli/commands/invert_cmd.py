@@ -54,7 +54,7 @@ def invert(
     save_latents(out, result.latents, loaded.model_hash, [str(p.path) for p in photos],
                  {"psnr": [round(v, 3) for v in result.psnr], "steps": n_steps, "resolution": res,
                   "refine_camera": refine_camera, "cameras": cams})
-    preview = write_preview(preview_path(out), loaded, result)
+    preview = write_preview(preview_path(out), loaded, result, names=[p.path.name for p in photos])
     for i, p in enumerate(photos):
         mask = f", mask: {p.mask_source}" if p.mask_source else ""
         console.print(f"{p.path}: PSNR {result.psnr_init[i]:.2f} -> {result.psnr[i]:.2f} dB "

@@ -6,7 +6,6 @@ import typer
 
 from ..app import app, console, guarded, reporter
 
-ORBIT_SIZE = 128      # default orbit frame size in pixels
 ORBIT_FRAMES = 60
 
 
@@ -21,7 +20,8 @@ def render(
     camera: Optional[Path] = typer.Option(None, "--camera", help="Render exactly the cameras of a transforms.json into DIR/<stem>.png."),
     out: Path = typer.Option(..., "--out", help="--orbit: FILE.mp4, FILE.gif or a folder of frames; --camera: a folder."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8,
-                                             help="--orbit: frame width and height (default 128); --camera: the longer "
+                                             help="--orbit: frame width and height (default: the model's training "
+                                                  "resolution, RUN/config.json train.resolution); --camera: the longer "
                                                   "side of each image (default: each frame's own w, h)."),
     depth: bool = typer.Option(False, "--depth", help="Also write depth: <stem>_depth.npy + <stem>_depth.png, or a depth video beside the orbit."),
     frames: int = typer.Option(ORBIT_FRAMES, "--frames", min=1, help="Orbit frames."),
@@ -46,7 +46,7 @@ def render(
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
 
     if orbit:
-        size = resolution or ORBIT_SIZE
+        size = resolution or loaded.cfg.train.resolution     # larger only magnifies what the model learned
         cams = read_view(loaded.run.root).orbit(frames, size)
         depth_out = sibling(out, "depth") if depth else None
         with FrameSink(out, fps) as sink, (FrameSink(depth_out, fps) if depth else nullcontext()) as dsink:

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,9 +13,11 @@ def sample(
     n: int = typer.Option(16, "--n", min=1, help="Number of new identities."),
     truncation: float = typer.Option(0.7, "--truncation", min=0.0, help="psi: 0 = the mean, 1 = the full Gaussian."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same samples."),
-    out: Path = typer.Option(..., "--out", help="Folder for latents.safetensors and grid.png."),
+    out: Path = typer.Option(..., "--out", help="Folder for latents.safetensors, one image per sample "
+                                                "(sample_000.png ...) and grid.png (all of them, captioned)."),
     orbit: bool = typer.Option(False, "--orbit", help="Also render an orbit video per sample (DIR/sample_000.mp4 ...)."),
-    resolution: int = typer.Option(128, "--resolution", min=8, help="Size of each rendered image in pixels."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Size of each rendered image in pixels "
+                                                                              "(default: the model's training resolution)."),
     frames: int = typer.Option(60, "--frames", min=1, help="Frames per orbit video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
@@ -28,7 +31,7 @@ def sample(
     from ..model import load_model
     from ..render import render_image
     from ..sample import sample_latents
-    from ..video import FrameSink, grid, read_view, render_sequence
+    from ..video import FrameSink, contact_sheet, read_view, render_sequence
 
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
@@ -38,6 +41,7 @@ def sample(
                  {"seed": seed, "truncation": truncation})
     dev = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, dev)
+    resolution = resolution or loaded.cfg.train.resolution
     view = read_view(loaded.run.root)
     cam = view.camera(resolution)
     tiles, t_render = [], 0.0
@@ -47,9 +51,12 @@ def sample(
             tiles.append(render_image(loaded.model, z[i].to(dev), cam, loaded.cfg.render, precision)["rgb"])
             t_render += time.perf_counter() - t0
             task.advance(1)
-    save_png(out / "grid.png", grid(tiles))
-    console.print(f"{n} samples (seed {seed}, psi {truncation:g}): {out / 'latents.safetensors'}  grid: {out / 'grid.png'}  "
-                  f"({1000 * t_render / n:.0f} ms per image)", soft_wrap=True, markup=False)
+    for i, tile in enumerate(tiles):
+        save_png(out / f"sample_{i:03d}.png", tile)
+    save_png(out / "grid.png", contact_sheet(tiles, [f"sample_{i:03d}" for i in range(n)]))
+    console.print(f"{n} samples (seed {seed}, psi {truncation:g}): {out / 'latents.safetensors'}  "
+                  f"images: {out / 'sample_000.png'} .. {out / f'sample_{n - 1:03d}.png'} ({resolution} px)  "
+                  f"grid: {out / 'grid.png'}  ({1000 * t_render / n:.0f} ms per image)", soft_wrap=True, markup=False)
     if orbit:
         cams = view.orbit(frames, resolution)
         pr = reporter()
