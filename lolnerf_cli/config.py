@@ -143,7 +143,8 @@ def _preset_tiny() -> Config:
 def _preset_cpu() -> Config:
     return Config(preset="cpu",
                   model=ModelConfig(encoding="ipe", proposal_levels=1),
-                  render=RenderConfig(sampler="proposal", proposal_samples=(64,), n_samples=32))
+                  render=RenderConfig(sampler="proposal", proposal_samples=(64,), n_samples=32),
+                  train=TrainConfig(lr=4e-3, lr_final=4e-4))
 
 
 def _preset_paper() -> Config:

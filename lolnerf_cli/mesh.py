@@ -116,6 +116,22 @@ def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: floa
     return Mesh(verts, faces.astype(np.int32), colors, float(threshold))
 
 
+def components(mesh: Mesh) -> list[int]:
+    """Sizes (in vertices) of the mesh's connected pieces, largest first: one head and no floaters is [V]."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(mesh.vertices)
+    if n == 0:
+        return []
+    f = mesh.faces.astype(np.int64)
+    rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
+    cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return sorted(np.bincount(labels).tolist(), reverse=True)
+
+
 # ----------------------------------------------------------------------------------------- writers
 def ply_bytes(mesh: Mesh, binary: bool = True) -> bytes:
     v, f = len(mesh.vertices), len(mesh.faces)

@@ -46,6 +46,15 @@ def test_export_binary_ply_of_a_solid_box(cube, tmp_path):
     mesh = read_ply(out)
     _check_cube_mesh(mesh, 10.0)
     assert f"{len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces" in res.stdout and "threshold 10," in res.stdout
+    assert "1 connected piece(s)" in res.stdout          # one solid box, no floaters
+
+
+def test_connected_pieces_are_counted():
+    from lolnerf_cli.mesh import Mesh, components
+
+    tri = np.array([[0, 1, 2], [1, 2, 3], [4, 5, 6]], np.int32)     # two pieces: 4 and 3 vertices; 7 alone
+    mesh = Mesh(np.zeros((8, 3), np.float32), tri, np.zeros((8, 3), np.uint8))
+    assert components(mesh) == [4, 3, 1]
 
 
 def test_ascii_ply_and_obj_hold_the_same_mesh(cube, tmp_path):

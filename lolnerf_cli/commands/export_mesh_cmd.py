@@ -25,7 +25,7 @@ def export_mesh(
 
     from ..device import pick_device
     from ..errors import InputError
-    from ..mesh import extract_mesh, write_mesh
+    from ..mesh import components, extract_mesh, write_mesh
     from ..model import load_model
     from ..sample import pick_latent
 
@@ -38,6 +38,8 @@ def export_mesh(
     t0 = time.perf_counter()
     mesh = extract_mesh(loaded, lat.z, grid, threshold, reporter())
     write_mesh(out, mesh, ascii=ascii)
-    console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces "
+    pieces = components(mesh)
+    console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces, {len(pieces)} connected "
+                  f"piece(s){f' (largest {pieces[0]:,} vertices, the rest {sum(pieces[1:]):,})' if len(pieces) > 1 else ''} "
                   f"(grid {grid}^3, threshold {mesh.threshold:.3g}, {lat.source}, {time.perf_counter() - t0:.1f} s)",
                   soft_wrap=True, markup=False)
