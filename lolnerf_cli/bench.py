@@ -198,6 +198,39 @@ def measure_render(cfg, device: torch.device, precision: str, size: int = 128, f
     return 1000 * (time.perf_counter() - t0) / frames
 
 
+def measure_baked(model, z: torch.Tensor, device: torch.device, precision: str, size: int = 128,
+                  frames: int = 3, near_min: float = 0.05, rcfg=None) -> dict:
+    """The baked renderer on one latent: bake time and memory, median ms per size x size frame of the
+    mean view turned by a few angles, and PSNR of those frames against exact renders."""
+    from .bake import bake, render_baked
+    from .metrics import psnr
+
+    rcfg = rcfg or RenderConfig()
+    f = 0.5 * size / math.tan(math.radians(15))
+    cams = [Camera(look_at(spherical_eye(yaw, 10.0, 2.7)), f, f, size / 2, size / 2, size, size)
+            for yaw in (-25.0, 0.0, 25.0)]
+    _sync(device)
+    t0 = time.perf_counter()
+    baked = bake(model, z, precision)
+    _sync(device)
+    bake_s = time.perf_counter() - t0
+    render_baked(baked, model, cams[0], precision, near_min=near_min)             # warm-up
+    times, psnrs = [], []
+    for k in range(frames):
+        cam = cams[k % len(cams)]
+        _sync(device)
+        t0 = time.perf_counter()
+        out = render_baked(baked, model, cam, precision, near_min=near_min)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+        exact = render_image(model, z, cam, rcfg, precision)
+        psnrs.append(float(psnr(out["rgb"], exact["rgb"])))
+    return {f"baked_ms_per_frame_{size}": round(1000 * sorted(times)[len(times) // 2], 1),
+            "bake_seconds": round(bake_s, 2), "bake_resolution": baked.resolution, "bake_mb": round(baked.nbytes / 1e6, 1),
+            "bake_blocks": baked.stats.blocks, "bake_blocks_in_sphere": baked.stats.blocks_total,
+            "baked_vs_exact_psnr": round(min(psnrs), 2)}
+
+
 def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_name: str = "cpu",
                    progress: Progress | None = None) -> dict:
     """Peak RSS (MB) of real `lolnerf train` processes on synth data at each resolution."""
@@ -222,7 +255,8 @@ def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_n
 
 def run_bench(presets: list[str] | None = None, device_name: str = "auto", precision: str = "auto",
               seconds: float = 6.0, plain: bool = True, memory: bool = False,
-              progress: Progress | None = None, micro_batch: int | None = None) -> dict:
+              progress: Progress | None = None, micro_batch: int | None = None, baked: bool = True,
+              model_dir: str | Path | None = None) -> dict:
     device = pick_device(device_name)
     prec = resolve_precision(precision, device)
     progress = or_silent(progress)
@@ -260,6 +294,10 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
                 "full_training_steps": cfg.train.steps,
                 "estimated_training_hours": round(cfg.train.steps * tr["step_ms"] / 1000 / 3600, 4),
             }
+            if baked:              # the preset's random network: a fog filling the sphere, the worst case
+                rand = GenerativeNeRF(cfg.model).to(device).eval()
+                entry.update(measure_baked(rand, torch.zeros(cfg.model.latent_dim, device=device), device, prec,
+                                           rcfg=cfg.render))
             if plain:
                 pl = measure_train(cfg, device, "fp32", seconds=seconds, plain=True)
                 entry["plain_samples_per_ray"] = PLAIN_SAMPLES_PER_RAY
@@ -268,9 +306,31 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
                 entry["rays_speedup_vs_plain"] = round(tr["rays_per_s"] / pl["rays_per_s"], 2)
             result["presets"][name] = entry
             task.advance()
+    if model_dir is not None:
+        result["model"] = measure_run(model_dir, device, prec)
     if memory:
         result["memory"] = measure_memory(progress=progress)
     return result
+
+
+def measure_run(run_dir: str | Path, device: torch.device, precision: str, size: int = 128) -> dict:
+    """Exact and baked rendering of a trained run's first latent (its own preset and render settings)."""
+    from .model import load_model
+
+    loaded = load_model(run_dir, device)
+    z = loaded.latents[0]
+    f = 0.5 * size / math.tan(math.radians(15))
+    cam = Camera(look_at(spherical_eye(0.0, 10.0, 2.7)), f, f, size / 2, size / 2, size, size)
+    render_image(loaded.model, z, cam, loaded.cfg.render, precision)              # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    render_image(loaded.model, z, cam, loaded.cfg.render, precision)
+    _sync(device)
+    out = {"run": str(Path(run_dir).resolve()), "preset": loaded.cfg.preset,
+           "render_ms_per_frame_128": round(1000 * (time.perf_counter() - t0), 1)}
+    out.update(measure_baked(loaded.model, z, device, precision, size, near_min=loaded.cfg.render.near_min,
+                             rcfg=loaded.cfg.render))
+    return out
 
 
 def _device_name(device: torch.device) -> str:

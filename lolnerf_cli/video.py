@@ -259,22 +259,29 @@ class SequenceStats:
 
 def render_sequence(loaded, latents: torch.Tensor | Sequence[torch.Tensor], cameras: Sequence[Camera],
                     sink: FrameSink, depth_sink: FrameSink | None = None, precision: str = "fp32",
-                    progress: Progress | None = None, description: str = "rendering frames") -> SequenceStats:
+                    progress: Progress | None = None, description: str = "rendering frames",
+                    renderer=None) -> SequenceStats:
     """Render frame i = (latents[i] [D], cameras[i]) into `sink` (and its depth into `depth_sink`).
 
-    `latents` may also be a single [D] latent used for every camera."""
-    from .render import render_image
+    `latents` may also be a single [D] latent used for every camera. `renderer` (a
+    `frames.FrameRenderer`) chooses exact or baked frames; without one every frame is exact. The time
+    per frame includes any bake."""
+    from .frames import FrameRenderer
 
     if isinstance(latents, torch.Tensor) and latents.ndim == 1:
         latents = [latents] * len(cameras)
     if len(latents) != len(cameras):
         raise ValueError("one latent per camera")
+    renderer = renderer or FrameRenderer(loaded, precision, "exact")
     radius = loaded.cfg.model.scene_radius
     render_s = 0.0
     with or_silent(progress).task(description, total=len(cameras)) as task:
-        for z, cam in zip(latents, cameras):
+        t0 = time.perf_counter()
+        plan = renderer.plan(list(latents), list(cameras))
+        render_s += time.perf_counter() - t0
+        for z, cam, baked in zip(latents, cameras, plan):
             t0 = time.perf_counter()
-            out = render_image(loaded.model, z, cam, loaded.cfg.render, precision)
+            out = renderer.render(z, cam, baked)
             render_s += time.perf_counter() - t0
             sink.append(out["rgb"])
             if depth_sink is not None:

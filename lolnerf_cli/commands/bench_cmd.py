@@ -1,3 +1,4 @@
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -17,6 +18,9 @@ def bench(
     memory: bool = typer.Option(False, "--memory", help="Also measure peak memory of real training runs at 64 px and 256 px."),
     micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=0,
                                               help="Rays per forward/backward pass (default: each preset's own; 0: whole step)."),
+    bake: bool = typer.Option(True, "--bake/--no-bake", help="Also measure baked rendering (bake time, ms per frame, "
+                                                              "PSNR against exact renders) of each preset's random network."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Also measure exact and baked rendering of this trained run."),
 ):
     """Measure this machine: matmul peak, training samples/s and render ms per 128x128 frame per preset."""
     from ..bench import run_bench, to_json
@@ -24,8 +28,12 @@ def bench(
 
     for name in preset or []:
         check_preset(name)
+    if model is not None:
+        from ..formats import run_folder
+
+        run_folder(model)                 # a wrong folder fails before minutes of measuring
     result = run_bench(list(preset) if preset else None, device, precision, seconds, plain, memory,
-                       None if json_out else reporter(), micro_batch=micro_batch)
+                       None if json_out else reporter(), micro_batch=micro_batch, baked=bake, model_dir=model)
     if json_out:
         print(to_json(result))
         return
@@ -47,6 +55,19 @@ def bench(
                       f"{e['train_step_ms']:.0f}", f"{e['render_ms_per_frame_128']:.0f}",
                       f"{e['estimated_training_hours']:.1f}")
     console.print(table)
+    if bake:
+        btable = Table(title="baked rendering (random networks: a fog filling the sphere, nothing to skip)")
+        for col in ("preset", "bake s", "grid", "blocks", "MB", "baked ms/frame (128²)", "exact ms/frame", "PSNR vs exact"):
+            btable.add_column(col, justify="right")
+        rows = [(n, e) for n, e in result["presets"].items()]
+        if "model" in result:
+            rows.append((f"{result['model']['preset']} (--model)", result["model"]))
+        for name, e in rows:
+            btable.add_row(name, f"{e['bake_seconds']:.1f}", f"{e['bake_resolution']}³",
+                           f"{e['bake_blocks']}/{e['bake_blocks_in_sphere']}", f"{e['bake_mb']:.0f}",
+                           f"{e['baked_ms_per_frame_128']:.0f}", f"{e['render_ms_per_frame_128']:.0f}",
+                           f"{e['baked_vs_exact_psnr']:.1f} dB")
+        console.print(btable)
     if "memory" in result:
         mem = ", ".join(f"{res} px: {v['peak_rss_mb']:.0f} MB" for res, v in result["memory"].items())
         console.print(f"peak training memory (same batch): {mem}")

@@ -19,11 +19,14 @@ def interpolate(
                                                                               "(default: the model's training resolution)."),
     fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+    exact: bool = typer.Option(False, "--exact", help="Render through the network (default: bake each frame's latent "
+                                                      "instead when that is cheaper, i.e. at large frame sizes)."),
 ):
     """Render a video that walks linearly between latents."""
     import torch
 
     from ..device import pick_device, resolve_precision
+    from ..frames import FrameRenderer
     from ..model import load_model
     from ..sample import interpolation_path, parse_endpoint
     from ..video import FrameSink, output_kind, read_view, render_sequence
@@ -36,8 +39,9 @@ def interpolate(
     view = read_view(loaded.run.root)
     cams = view.orbit(frames, resolution) if orbit else [view.camera(resolution)] * frames
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
+    frames_r = FrameRenderer(loaded, precision, "exact" if exact else "auto", reporter())
     with FrameSink(out, fps) as sink:
-        stats = render_sequence(loaded, list(path), cams, sink, None, precision, reporter(), "rendering walk")
+        stats = render_sequence(loaded, list(path), cams, sink, None, precision, reporter(), "rendering walk", frames_r)
     console.print(" -> ".join(e.source for e in ends), soft_wrap=True, markup=False)
     console.print(f"{sink.describe()}: {stats.frames} frames of {resolution}x{resolution} px, "
-                  f"{stats.ms_per_frame:.0f} ms per frame", soft_wrap=True, markup=False)
+                  f"{stats.ms_per_frame:.0f} ms per frame; {frames_r.stats.describe()}", soft_wrap=True, markup=False)

@@ -27,30 +27,43 @@ def render(
     frames: int = typer.Option(ORBIT_FRAMES, "--frames", min=1, help="Orbit frames."),
     fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+    exact: bool = typer.Option(False, "--exact", help="Render every frame through the network (default: bake the "
+                                                      "latent's field into a grid once when that is cheaper)."),
+    bake: Optional[Path] = typer.Option(None, "--bake", help="Ray-march this baked grid (written by --save-bake); "
+                                                            "its latent is rendered, --index/--latent are optional."),
+    save_bake: Optional[Path] = typer.Option(None, "--save-bake", help="Bake the latent and save the grid to FILE.safetensors "
+                                                                       "for later --bake."),
 ):
     """Render a latent from any camera, or as an orbit video."""
     from ..device import pick_device, resolve_precision
     from ..errors import InputError
     from ..model import load_model
-    from ..sample import pick_latent
+    from ..frames import FrameRenderer
     from ..video import FrameSink, output_kind, read_view, render_sequence, sibling
 
-    if (index is None) == (latent is None):
+    if index is not None and latent is not None or (index is None and latent is None and bake is None):
         raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    if exact and (bake is not None or save_bake is not None):
+        raise InputError("--exact", "renders through the network; it cannot be combined with --bake or --save-bake")
+    if bake is not None and save_bake is not None:
+        raise InputError("--save-bake", "cannot be combined with --bake (that grid is already saved)")
     if orbit == (camera is not None):
         raise InputError("--orbit/--camera", "give exactly one of --orbit or --camera TRANSFORMS")
     if camera is not None and output_kind(out) != "frames":
         raise InputError(out, "with --camera, --out must be a folder (images are written as DIR/<stem>.png)")
     loaded = load_model(model, pick_device(device))
-    lat = pick_latent(loaded, index, latent, row)
     precision = resolve_precision(loaded.cfg.train.precision, loaded.latents.device)
+    lat, grid = _latent_and_grid(loaded, index, latent, row, bake)
+    mode = "exact" if exact else "baked" if grid is not None or save_bake is not None else "auto"
+    frames_r = FrameRenderer(loaded, precision, mode, reporter(), baked=grid)
 
     if orbit:
         size = resolution or loaded.cfg.train.resolution     # larger only magnifies what the model learned
         cams = read_view(loaded.run.root).orbit(frames, size)
         depth_out = sibling(out, "depth") if depth else None
         with FrameSink(out, fps) as sink, (FrameSink(depth_out, fps) if depth else nullcontext()) as dsink:
-            stats = render_sequence(loaded, lat.z, cams, sink, dsink, precision, reporter(), "rendering orbit")
+            stats = render_sequence(loaded, lat.z, cams, sink, dsink, precision, reporter(), "rendering orbit", frames_r)
+        _report_bake(frames_r, save_bake)
         console.print(f"orbit of {lat.source}: {sink.describe()}", soft_wrap=True, markup=False)
         if dsink is not None:
             console.print(f"depth: {dsink.describe()}", soft_wrap=True, markup=False)
@@ -58,14 +71,41 @@ def render(
                       f"({loaded.latents.device}, {precision})", markup=False)
         return
 
-    written, total_s = _render_cameras(loaded, lat.z, camera, out, resolution, depth, precision)
+    written, total_s = _render_cameras(loaded, lat.z, camera, out, resolution, depth, frames_r)
+    _report_bake(frames_r, save_bake)
     console.print(f"{len(written)} image(s) of {lat.source} in {out}/ (e.g. {written[0].name}"
                   f"{', with _depth.npy and _depth.png' if depth else ''}), "
                   f"{1000 * total_s / len(written):.0f} ms per frame ({loaded.latents.device}, {precision})",
                   soft_wrap=True, markup=False)
 
 
-def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: bool, precision: str):
+def _latent_and_grid(loaded, index, latent, row, bake):
+    """The latent to render and, with --bake, its grid (checked against the model and any --index/--latent)."""
+    import torch
+
+    from ..bake import BakedField
+    from ..errors import InputError
+    from ..sample import Latent, pick_latent
+
+    if bake is None:
+        return pick_latent(loaded, index, latent, row), None
+    grid = BakedField.load(bake, loaded.model, loaded.latents.device)
+    if index is None and latent is None:
+        return Latent(grid.latent, f"{bake.name} ({grid.source})"), grid
+    lat = pick_latent(loaded, index, latent, row)
+    if not torch.equal(lat.z.float(), grid.latent):
+        raise InputError(bake, f"was baked from another latent ({grid.source}), not from {lat.source}")
+    return lat, grid
+
+
+def _report_bake(frames_r, save_bake) -> None:
+    if save_bake is not None:                  # --save-bake renders in "baked" mode: there is a grid
+        frames_r.baked.save(save_bake)
+    console.print(frames_r.stats.describe() + (f"; grid saved to {save_bake}" if save_bake else ""),
+                  soft_wrap=True, markup=False)
+
+
+def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: bool, frames_r):
     import io
     import time
 
@@ -76,7 +116,6 @@ def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: b
     from ..errors import InputError
     from ..formats import atomic_write_bytes, read_transforms
     from ..images import save_png
-    from ..render import render_image
     from ..video import colorize_depth, depth_range
 
     tf = read_transforms(transforms)
@@ -94,14 +133,20 @@ def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: b
         raise InputError(out, f"cannot be created ({exc.strerror or exc})") from None
     written, total_s = [], 0.0
     radius = loaded.cfg.model.scene_radius
+    cams = []
+    for f in tf.frames:
+        cam = Camera.from_frame(f)
+        if resolution:
+            scale = resolution / max(cam.w, cam.h)
+            cam = cam.scaled(max(1, round(cam.w * scale)), max(1, round(cam.h * scale)))
+        cams.append(cam)
+    t0 = time.perf_counter()
+    baked = frames_r.plan([z] * len(cams), cams)
+    total_s += time.perf_counter() - t0
     with _reporter().task("rendering cameras", total=len(tf.frames)) as task:
-        for f in tf.frames:
-            cam = Camera.from_frame(f)
-            if resolution:
-                scale = resolution / max(cam.w, cam.h)
-                cam = cam.scaled(max(1, round(cam.w * scale)), max(1, round(cam.h * scale)))
+        for f, cam, use in zip(tf.frames, cams, baked):
             t0 = time.perf_counter()
-            r = render_image(loaded.model, z, cam, loaded.cfg.render, precision)
+            r = frames_r.render(z, cam, use)
             total_s += time.perf_counter() - t0
             stem = Path(f.file_path).stem
             path = out / f"{stem}.png"

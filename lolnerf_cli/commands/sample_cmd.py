@@ -20,6 +20,8 @@ def sample(
                                                                               "(default: the model's training resolution)."),
     frames: int = typer.Option(60, "--frames", min=1, help="Frames per orbit video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
+    exact: bool = typer.Option(False, "--exact", help="Render orbits through the network (default: bake each sample "
+                                                      "once when that is cheaper)."),
 ):
     """Sample new identities from a Gaussian fitted to the latent table (PCA, truncation psi)."""
     import time
@@ -27,6 +29,7 @@ def sample(
     from ..device import pick_device, resolve_precision
     from ..errors import InputError
     from ..formats import save_latents
+    from ..frames import FrameRenderer
     from ..images import save_png
     from ..model import load_model
     from ..render import render_image
@@ -60,9 +63,12 @@ def sample(
     if orbit:
         cams = view.orbit(frames, resolution)
         pr = reporter()
+        frames_r = FrameRenderer(loaded, precision, "exact" if exact else "auto", pr)   # one bake per sample
         for i in range(n):
             path = out / f"sample_{i:03d}.mp4"
             with FrameSink(path) as sink:
-                stats = render_sequence(loaded, z[i].to(dev), cams, sink, None, precision, pr, f"orbit {i + 1}/{n}")
+                stats = render_sequence(loaded, z[i].to(dev), cams, sink, None, precision, pr, f"orbit {i + 1}/{n}",
+                                        frames_r)
         console.print(f"orbits: {out / 'sample_000.mp4'} .. {out / f'sample_{n - 1:03d}.mp4'} "
-                      f"({stats.ms_per_frame:.0f} ms per frame)", soft_wrap=True, markup=False)
+                      f"({stats.ms_per_frame:.0f} ms per frame); {frames_r.stats.describe()}", soft_wrap=True,
+                      markup=False)
