@@ -28,7 +28,7 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 LPIPS_ENV = "LOLNERF_LPIPS_WEIGHTS"
 LPIPS_DEFAULT = Path("~/.cache/lolnerf/lpips_alex.safetensors")
-LPIPS_MIN_SIDE = 16        # AlexNet's stride-4 11x11 conv and three max-pools need at least this
+LPIPS_MIN_SIDE = 31        # AlexNet: 11x11 stride-4 conv, then two 3x3 stride-2 max-pools need >= 31 px (30 fails)
 
 
 # ----------------------------------------------------------------------------------------- helpers
