@@ -73,13 +73,18 @@ def test_integrated_encoding_is_the_plain_one_at_zero_variance_and_fades_high_fr
 
 
 def test_proposal_render_returns_the_interlevel_loss_only_with_gradients():
+    torch.manual_seed(0)
     cfg = preset("cpu")
     model = GenerativeNeRF(cfg.model)
+    with torch.no_grad():          # a dense main field and a nearly empty proposal: the bound is violated
+        model.field.out.bias[0] = 5.0
+        model.proposals[0].out.bias[0] = -5.0
     o = torch.tensor([[0.0, 0.0, 2.7]]).repeat(8, 1)
     d = torch.cat([torch.randn(8, 2) * 0.1, -torch.ones(8, 1)], -1)
     z = torch.randn(8, cfg.model.latent_dim) * 0.01
     out = render_rays(model, o, d, z, cfg.render, perturb=True, pix=torch.full((8,), 0.01))
     assert out.weights.shape == (8, cfg.render.n_samples) and out.interlevel is not None
+    assert out.interlevel.item() > 0
     out.interlevel.backward()
     assert model.proposals[0].in_x.weight.grad.abs().sum() > 0   # the proposal learns from it ...
     assert model.field.in_x.weight.grad is None                   # ... the main field does not
