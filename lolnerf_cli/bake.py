@@ -532,11 +532,6 @@ def render_baked(baked: BakedField, model, camera: Camera, precision: str = "fp3
         outs["alpha"].append(a)
         outs["depth"].append(ds)
         outs["fg"].append(fg)
-    h, w = camera.h, camera.w
-    rgb = torch.cat(outs["rgb"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
-    alpha = torch.cat(outs["alpha"]).reshape(h, w).cpu().numpy()
-    depth_sum = torch.cat(outs["depth"]).reshape(h, w).cpu().numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.where(alpha >= 0.5, depth_sum / np.maximum(alpha, 1e-6), np.nan).astype(np.float32)
-    fg = torch.cat(outs["fg"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
-    return {"rgb": rgb, "alpha": alpha, "depth": depth, "fg": fg}
+    from .render import image_outputs
+
+    return image_outputs(outs, camera.h, camera.w)

@@ -261,7 +261,12 @@ def render_image(model, z: torch.Tensor, camera: Camera, rcfg: RenderConfig, pre
             outs["fg"].append(r.fg_rgb.float())
             if task is not None:
                 task.advance()
-    h, w = camera.h, camera.w
+    return image_outputs(outs, camera.h, camera.w)
+
+
+def image_outputs(outs: dict[str, list[torch.Tensor]], h: int, w: int) -> dict[str, np.ndarray]:
+    """Per-chunk ray outputs (rgb, alpha, expected depth sum, premultiplied fg) -> the image arrays that
+    `render_image` returns (depth = sum / alpha where alpha >= 0.5, else NaN)."""
     rgb = torch.cat(outs["rgb"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
     alpha = torch.cat(outs["alpha"]).reshape(h, w).cpu().numpy()
     depth_sum = torch.cat(outs["depth"]).reshape(h, w).cpu().numpy()
