@@ -30,6 +30,10 @@ MAX_DEPTH = 32                 # nesting of dicts / lists a weights pickle may h
 
 
 # ----------------------------------------------------------------------------------------- unpickler
+class _Refused(pickle.UnpicklingError):
+    """The pickle asked for something this loader does not allow (as opposed to being corrupt)."""
+
+
 class _Global:
     """A permitted global as a pickle sees it: a fresh, immutable wrapper per lookup (so a pickle's
     BUILD opcode cannot alter anything that outlives the load) around a guarded function. The one for
@@ -42,11 +46,11 @@ class _Global:
         object.__setattr__(self, "_fn", fn)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        raise pickle.UnpicklingError("a pickle may not set attributes of a global")
+        raise _Refused("a pickle may not set attributes of a global")
 
     def __call__(self, *args: Any) -> Any:
         if self._fn is None:
-            raise pickle.UnpicklingError("numpy.ndarray may only be rebuilt from its pickled state")
+            raise _Refused("numpy.ndarray may only be rebuilt from its pickled state")
         return self._fn(*args)
 
 
@@ -56,49 +60,50 @@ def _reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray:
     from numpy.core.multiarray import _reconstruct as np_reconstruct
 
     if not isinstance(cls, _Global) or cls._fn is not None:
-        raise pickle.UnpicklingError("array reconstruction of something other than numpy.ndarray")
+        raise _Refused("array reconstruction of something other than numpy.ndarray")
     if not isinstance(shape, tuple) or not all(isinstance(n, int) and 0 <= n for n in shape):
-        raise pickle.UnpicklingError("array reconstruction with a malformed shape")
+        raise _Refused("array reconstruction with a malformed shape")
     if math.prod(shape) * max(_dtype(dtype).itemsize, 1) > MAX_CKPT_BYTES:
-        raise pickle.UnpicklingError("array reconstruction larger than the file allows")
+        raise _Refused("array reconstruction larger than the file allows")
     return np_reconstruct(np.ndarray, shape, dtype)
 
 
 def _dtype(*args: Any) -> np.dtype:
     dt = np.dtype(*args)
     if dt.hasobject:
-        raise pickle.UnpicklingError("object dtype (arrays of Python objects are not accepted)")
+        raise _Refused("object dtype (arrays of Python objects are not accepted)")
     return dt
 
 
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
     """numpy's protocol-5 array entry point: a copy of the bytes as an array of the given shape."""
     if not isinstance(buf, (bytes, bytearray, pickle.PickleBuffer)):
-        raise pickle.UnpicklingError("array data that is not bytes")
+        raise _Refused("array data that is not bytes")
     if not isinstance(shape, tuple) or order not in ("C", "F"):
-        raise pickle.UnpicklingError("array with a malformed shape or order")
-    return np.frombuffer(buf, dtype=_dtype(dtype)).reshape(shape, order=order).copy(order="K")
+        raise _Refused("array with a malformed shape or order")
+    data = bytes(buf)  # a private copy: numpy never holds a view of an object the pickle made
+    return np.frombuffer(data, dtype=_dtype(dtype)).reshape(shape, order=order).copy(order="K")
 
 
 def _scalar(dtype: Any, data: Any = None) -> np.generic:
     """numpy's scalar entry point (np.float32(1.5) and the like), for plain dtypes and their bytes."""
     dt = _dtype(dtype)
     if not isinstance(data, bytes) or len(data) != dt.itemsize:
-        raise pickle.UnpicklingError("numpy scalar whose bytes do not match its dtype")
+        raise _Refused("numpy scalar whose bytes do not match its dtype")
     return np.frombuffer(data, dtype=dt)[0]
 
 
 def _latin1(text: Any, encoding: Any = "utf-8") -> bytes:
     """`_codecs.encode` as pickle protocols 0-2 use it for array bytes: str -> bytes, nothing else."""
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError("_codecs.encode is only accepted for latin1 bytes")
+        raise _Refused("_codecs.encode is only accepted for latin1 bytes")
     return text.encode("latin1")
 
 
 def _empty_bytes(*args: Any) -> bytes:
     """`bytes()` as protocols 0-2 write an empty bytes object; with arguments it is refused."""
     if args:
-        raise pickle.UnpicklingError("bytes(...) with arguments is not accepted")
+        raise _Refused("bytes(...) with arguments is not accepted")
     return b""
 
 
@@ -113,30 +118,61 @@ for _mod in ("numpy.core", "numpy._core"):
     _ALLOWED_GLOBALS[(f"{_mod}.numeric", "_frombuffer")] = _frombuffer
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
+def _check_lengths(data: bytes) -> None:
+    """Walk the opcodes once (pickletools, which reads each counted argument with a bounded read and
+    checks its length) so that no opcode claims more bytes than the file has: the unpickler allocates
+    a BYTEARRAY8 / BINBYTES8 argument at its claimed size before reading it."""
+    import pickletools
+
+    for _op, _arg, _pos in pickletools.genops(data):
+        pass
+
+
+# The pure-Python unpickler, without the copyreg-extension opcodes (they can name objects resolved
+# outside find_class). It is used rather than the C one because, fuzzed, the C unpickler reading a
+# stream mis-read lengths after a frame that is shorter than its content (leading to huge allocations
+# and "SystemError: deallocated bytearray object has exported buffers"); the Python one checks frames.
+_DISPATCH = {k: v for k, v in pickle._Unpickler.dispatch.items()  # type: ignore[attr-defined]
+             if k not in (pickle.EXT1[0], pickle.EXT2[0], pickle.EXT4[0])}
+
+
+class _ArraysOnlyUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    dispatch = _DISPATCH
+
     def find_class(self, module: str, name: str) -> Any:
         try:
             return _Global(_ALLOWED_GLOBALS[(module, name)])
         except KeyError:
-            raise pickle.UnpicklingError(f"refused global '{module}.{name}': only numpy arrays and plain "
-                                         "containers are accepted") from None
+            raise _Refused(f"refused global {_quoted(module + '.' + name)}: only numpy arrays "
+                                         "and plain containers are accepted") from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refused persistent id: only numpy arrays and plain containers are accepted")
+        raise _Refused("refused persistent id: only numpy arrays and plain containers are accepted")
 
 
 def loads_restricted(data: bytes, path: str | Path = "<bytes>") -> Any:
     """The object of a pickle holding only numpy arrays in dicts / lists / tuples; InputError naming
     `path` otherwise. Nothing in the pickle can run code: only the globals above are resolved."""
     try:
+        _check_lengths(data)
         obj = _ArraysOnlyUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
-        raise InputError(path, f"LPIPS checkpoint refused ({e})") from None
+    except _Refused as e:
+        raise InputError(path, f"LPIPS checkpoint refused ({_one_line(e)})") from None
     except Exception as e:  # truncated or garbage bytes raise EOFError, ValueError, TypeError, ...
         raise InputError(path, f"LPIPS checkpoint is not a readable pickle of numpy arrays "
-                               f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
+                               f"({type(e).__name__}: {_one_line(e)})") from None
     _check_plain(obj, path, "", 0)
     return obj
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    """A name from the file, quoted on one line (newlines and control characters escaped)."""
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(e).split())
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 def load_restricted_pickle(path: str | Path) -> Any:
@@ -157,17 +193,17 @@ _PLAIN = (np.ndarray, np.generic, str, bytes, int, float, bool, type(None))
 
 def _check_plain(obj: Any, path: str | Path, where: str, depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise InputError(path, f"LPIPS checkpoint is nested too deeply at '{where}'")
+        raise InputError(path, f"LPIPS checkpoint is nested too deeply at {_quoted(where)}")
     if isinstance(obj, dict):
         for k, v in obj.items():
             if not isinstance(k, (str, int)):
-                raise InputError(path, f"LPIPS checkpoint has a key that is not a string at '{where}'")
+                raise InputError(path, f"LPIPS checkpoint has a key that is not a string at {_quoted(where or '/')}")
             _check_plain(v, path, f"{where}/{k}", depth + 1)
     elif isinstance(obj, (list, tuple)):
         for i, v in enumerate(obj):
             _check_plain(v, path, f"{where}/{i}", depth + 1)
     elif not isinstance(obj, _PLAIN) or (isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.hasobject):
-        raise InputError(path, f"LPIPS checkpoint holds a {type(obj).__name__} at '{where or '/'}', "
+        raise InputError(path, f"LPIPS checkpoint holds a {type(obj).__name__} at {_quoted(where or '/')}, "
                                "not an array")
 
 
