@@ -19,6 +19,10 @@ def test_bench_json_has_the_spec_keys():
                 "speedup_vs_plain", "estimated_training_hours"):
         assert tiny[key] > 0, key
     assert tiny["samples_per_ray"] == 24 and tiny["rays_per_step"] == 8 * 16
+    # baked rendering of the random network (a fog: nothing is culled), measured against exact renders
+    assert tiny["baked_ms_per_frame_128"] > 0 and tiny["bake_seconds"] > 0 and tiny["bake_resolution"] == 64
+    assert tiny["bake_blocks"] == tiny["bake_blocks_in_sphere"] > 0
+    assert tiny["baked_vs_exact_psnr"] >= 35
 
 
 def test_bench_rejects_an_unknown_preset():
