@@ -200,8 +200,9 @@ def measure_render(cfg, device: torch.device, precision: str, size: int = 128, f
 
 def measure_baked(model, z: torch.Tensor, device: torch.device, precision: str, size: int = 128,
                   frames: int = 3, near_min: float = 0.05, rcfg=None) -> dict:
-    """The baked renderer on one latent: bake time and memory, median ms per size x size frame of the
-    mean view turned by a few angles, and PSNR of those frames against exact renders."""
+    """The baked renderer on one latent: bake time and memory, median ms per size x size frame (cameras
+    at 2.7 units, 10 degrees up, turned -25, 0 and 25 degrees about the vertical), and the lowest PSNR of
+    those frames against exact renders."""
     from .bake import bake, render_baked
     from .metrics import psnr
 
@@ -327,7 +328,7 @@ def measure_run(run_dir: str | Path, device: torch.device, precision: str, size:
     render_image(loaded.model, z, cam, loaded.cfg.render, precision)
     _sync(device)
     out = {"run": str(Path(run_dir).resolve()), "preset": loaded.cfg.preset,
-           "render_ms_per_frame_128": round(1000 * (time.perf_counter() - t0), 1)}
+           f"render_ms_per_frame_{size}": round(1000 * (time.perf_counter() - t0), 1)}
     out.update(measure_baked(loaded.model, z, device, precision, size, near_min=loaded.cfg.render.near_min,
                              rcfg=loaded.cfg.render))
     return out

@@ -22,6 +22,10 @@ def test_bench_json_has_the_spec_keys():
     assert tiny["samples_per_ray"] == 24 and tiny["rays_per_step"] == 8 * 16 and tiny["plain_samples_per_ray"] == 128
     # samples/s counts main-field evaluations: rays/s times the main samples of each ray
     assert abs(tiny["train_samples_per_s"] / tiny["train_rays_per_s"] - 24) < 0.5
+    # baked rendering of the random network (a fog: nothing is culled), measured against exact renders
+    assert tiny["baked_ms_per_frame_128"] > 0 and tiny["bake_seconds"] > 0 and tiny["bake_resolution"] == 64
+    assert tiny["bake_blocks"] == tiny["bake_blocks_in_sphere"] > 0
+    assert tiny["baked_vs_exact_psnr"] >= 35
 
 
 def test_bench_rejects_an_unknown_preset():
