@@ -10,7 +10,7 @@ more than it does, and the bake then reuses it."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
