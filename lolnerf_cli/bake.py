@@ -428,7 +428,7 @@ def march(baked: BakedField, origins: torch.Tensor, dirs: torch.Tensor, skip: bo
         if sel.numel():
             v = baked.lookup(u.index_select(0, sel))
             ray = torch.div(sel, ROUND_STEPS, rounding_mode="floor")
-            ws, t_out = _composite(F.softplus(v[:, 0]) * delta, ray, trans)
+            ws, t_out = _composite(F.softplus(v[:, 0]) * delta, sel, ray, trans)
             ts = torch.addcmul(nr.index_select(0, ray), ks.view(-1).index_select(0, sel) + 0.5, dt.index_select(0, ray))
             rid = ids.index_select(0, ray)
             alpha.index_add_(0, rid, ws)
@@ -450,21 +450,20 @@ def march(baked: BakedField, origins: torch.Tensor, dirs: torch.Tensor, skip: bo
     return alpha, dsum, col
 
 
-def _composite(tau: torch.Tensor, ray: torch.Tensor, trans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights of samples listed ray by ray: tau [M] (optical depth of each sample), ray [M] (row in
-    trans, non-decreasing), trans [A] (transmittance before this round). Returns w [M] = T_i (1 - exp(-tau_i))
-    as `render.composite_weights` computes them, and the transmittance after the round [A]."""
-    tau = tau.clamp(max=TAU_CAP).double()                       # exp(-TAU_CAP) is 0 for any colour
-    csum = torch.cumsum(tau, 0)
-    first = torch.ones_like(ray, dtype=torch.bool)
-    first[1:] = ray[1:] != ray[:-1]
-    start = torch.cummax(torch.where(first, torch.arange(ray.shape[0], device=ray.device), 0), 0).values
-    before = (csum - tau).index_select(0, start)                # sum of the ray's earlier taus' cumsum base
-    excl = (csum - tau - before).float()                        # this ray's optical depth before sample i
-    tr = trans.index_select(0, ray)
-    w = tr * torch.exp(-excl) * -torch.expm1(-tau.float())
-    total = torch.zeros_like(trans, dtype=torch.float64).index_add_(0, ray, tau)
-    return w, trans * torch.exp(-total.float())
+def _composite(tau: torch.Tensor, sel: torch.Tensor, ray: torch.Tensor, trans: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of one round's looked-up samples: tau [M] (optical depth of each), sel [M] (their lanes,
+    ray-major, in the round's [A, K] layout), ray [M] (= sel // K), trans [A] (transmittance before the
+    round). Returns w [M] = T_i (1 - exp(-tau_i)) as `render.composite_weights` computes them, and the
+    transmittance after the round [A]. The running sums stay within one ray's K lanes (float32 is exact
+    enough; no float64, which some devices lack)."""
+    a = trans.shape[0]
+    lanes = torch.zeros(a * ROUND_STEPS, device=tau.device, dtype=tau.dtype)
+    lanes.index_copy_(0, sel, tau.clamp(max=TAU_CAP))            # exp(-TAU_CAP) is 0 for any colour
+    csum = torch.cumsum(lanes.view(a, ROUND_STEPS), 1)
+    before = (csum.view(-1) - lanes).index_select(0, sel)        # optical depth before each sample, this round
+    w = trans.index_select(0, ray) * torch.exp(-before) * -torch.expm1(-lanes.index_select(0, sel))
+    return w, trans * torch.exp(-csum[:, -1])
 
 
 def _fill_opaque(opaque, ids, trans, ray, ts, rgb, alpha, dsum, col) -> None:

@@ -279,3 +279,56 @@ def test_sample_orbit_and_interpolate_use_the_baked_path(textured, tmp_path):
                   "--out", str(tmp_path / "w2"), "--frames", "3", "--resolution", "160", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "baked 3 latent" in res.stdout
+
+
+def test_fuzz_baked_grid_files(tmp_path):
+    """Random and mutated grid files: `BakedField.load` reads them or raises one InputError naming the file,
+    and whatever it accepts can be ray-marched."""
+    from hypothesis import given, settings, strategies as st
+
+    from lolnerf_cli.bake import BakedField, march
+    from lolnerf_cli.errors import InputError
+    from lolnerf_cli.formats import save_safetensors
+
+    path = tmp_path / "fz.safetensors"
+    base_meta = {"format": "lolnerf-bake", "version": "1", "model_hash": "x", "weights": "y", "resolution": "16",
+                 "block": "8", "radius": "1.0", "threshold": "0.001", "source": "s"}
+    origins = torch.tensor([[0.0, 0.0, 2.7], [0.3, -0.2, 2.7]])
+    dirs = torch.tensor([[0.0, 0.0, -1.0], [-0.1, 0.05, -1.0]])
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
+    @given(nb=st.integers(0, 3), order=st.permutations(range(8)),
+           kind=st.sampled_from(["none", "none", "none", "index", "meta", "shape", "values", "bytes"]),
+           bad=st.sampled_from([(0, -2), (3, 4), (5, 0), (7, 1)]), meta_key=st.sampled_from(sorted(base_meta)),
+           meta_val=st.sampled_from(["", "0", "-1", "7", "24", "nan", "1e9", "abc", "2", "64"]),
+           shape_cut=st.integers(1, 3), scale=st.sampled_from([1e5, float("inf")]), blob=st.binary(max_size=64))
+    def check(nb, order, kind, bad, meta_key, meta_val, shape_cut, scale, blob):
+        idx = [-1] * 8
+        for k in range(nb):                              # a valid block map ...
+            idx[order[k]] = k
+        meta = dict(base_meta)
+        atlas = torch.randn(nb, 4, 9, 9, 9)
+        if kind == "index":                              # ... unless this example breaks something
+            idx[bad[0]] = bad[1]
+        elif kind == "meta":
+            meta[meta_key] = meta_val
+        elif kind == "shape":
+            atlas = atlas[..., :9 - shape_cut]
+        elif kind == "values":
+            atlas = atlas * scale
+        save_safetensors(path, {"index": torch.tensor(idx, dtype=torch.int32).reshape(2, 2, 2),
+                                "atlas": atlas.half(), "latent": torch.zeros(4)}, meta)
+        if kind == "bytes":
+            path.write_bytes(blob)
+        try:
+            grid = BakedField.load(path)
+        except InputError as exc:
+            assert "fz.safetensors" in str(exc)
+            return
+        alpha, _, _ = march(grid, origins, dirs)
+        assert torch.isfinite(alpha).all() and (alpha <= 1 + 1e-5).all()
+        accepted.append(1)
+
+    accepted: list[int] = []
+    check()
+    assert accepted                                      # valid files were among the examples
