@@ -28,7 +28,8 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 LPIPS_ENV = "LOLNERF_LPIPS_WEIGHTS"
 LPIPS_DEFAULT = Path("~/.cache/lolnerf/lpips_alex.safetensors")
-LPIPS_MIN_SIDE = 31        # AlexNet: 11x11 stride-4 conv, then two 3x3 stride-2 max-pools need >= 31 px (30 fails)
+LPIPS_MIN_SIDE = 31        # AlexNet's stride-4 11x11 conv and the 3/2 max-pools before conv 2 and 3
+                           # need this: 31 px -> 7 -> 3 -> 1 (30 px leaves a 2x2 map for the last pool)
 
 
 # ----------------------------------------------------------------------------------------- helpers

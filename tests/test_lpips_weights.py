@@ -247,3 +247,33 @@ def test_lengths_are_checked_before_anything_is_allocated():
             assert "not a readable pickle" in str(exc)
         else:
             np.testing.assert_array_equal(out["k"], np.arange(4, dtype=np.float32))
+
+
+@pytest.mark.slow
+def test_eval_reports_real_lpips_for_every_section(fresh_home, tmp_path_factory, tmp_path):
+    """`lolnerf eval` on a trained synth run (32 px) from a fresh cache: numeric LPIPS beside PSNR and
+    SSIM for train, held-out and novel views, in metrics.json and in the printed table."""
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from lolnerf_cli import commands  # noqa: F401 - registers the subcommands
+    from lolnerf_cli.app import app
+    from use_models import tiny_run
+
+    _require_checkpoint()
+    run = tiny_run(tmp_path_factory)
+    out = tmp_path / "metrics.json"
+    res = CliRunner().invoke(app, ["eval", str(run.data), "--model", str(run.run), "--out", str(out), "--subset", "2",
+                                   "--invert-steps", "2", "--device", "cpu", "--no-figure"])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert "lpips_unavailable" not in m and "lpips_alex.safetensors" in m["lpips"]
+    for section in ("train", "heldout", "novel"):
+        stat = m[section]["lpips"]
+        assert stat["count"] == m[section]["count"] > 0, section
+        assert math.isfinite(stat["mean"]) and 0 < stat["mean"] < 2, section
+    assert "LPIPS unavailable" not in res.output
+    row = next(line for line in res.output.splitlines() if "train" in line and "±" in line)
+    assert f"{m['train']['lpips']['mean']:.3f}" in row

@@ -199,6 +199,20 @@ def test_lpips_random_weights_identical_zero_different_positive(tmp_path):
         lpips(a, b, None)
 
 
+def test_lpips_smallest_image_side(tmp_path):
+    # RANDOM weights: only the network's geometry is tested. 31 px is the smallest AlexNet's pooling
+    # takes; LPIPS_MIN_SIDE turns smaller images into a ValueError, not a torch RuntimeError.
+    model, _ = lpips_model(_random_lpips_file(tmp_path / "random_for_test.safetensors"))
+    a, b = _pair(metrics.LPIPS_MIN_SIDE, metrics.LPIPS_MIN_SIDE, 0.2, seed=5)
+    assert metrics.LPIPS_MIN_SIDE == 31 and math.isfinite(lpips(a, b, model))
+    with pytest.raises(ValueError, match="at least 31x31"):
+        lpips(a[:30, :30], b[:30, :30], model)
+    with torch.no_grad():      # the bound is tight: the network itself fails one pixel below it
+        t = torch.zeros(1, 3, 30, 30)
+        with pytest.raises(RuntimeError):
+            model(t, t)
+
+
 def test_lpips_network_matches_torchvision_layout(tmp_path):
     """Our network equals the textbook LPIPS computed with a Sequential laid out exactly like
     torchvision's alexnet.features (so the `features.N.*` names mean what torchvision means)."""
