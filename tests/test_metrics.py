@@ -274,24 +274,3 @@ def test_lpips_bad_files_raise_input_error(tmp_path):
             lpips_model(path)
         assert path.name in str(exc.value) and word in str(exc.value)
 
-
-def test_lpips_minimum_image_side_is_what_alexnet_needs():
-    """AlexNet's 11x11 stride-4 convolution and two 3x3 stride-2 max-pools need 31 px: LPIPS_MIN_SIDE
-    must be exactly that, so eval never runs LPIPS on an image the network cannot take (e.g. 16 px)."""
-    import numpy as np
-
-    from lolnerf_cli import metrics
-
-    net, why = metrics.lpips_model()
-    if net is None:
-        pytest.skip(f"no LPIPS weights here: {why}")
-    side = metrics.LPIPS_MIN_SIDE
-    img = np.random.default_rng(0).random((side, side, 3)).astype(np.float32)
-    assert metrics.lpips(img, img, net) == pytest.approx(0.0, abs=1e-6)
-    small = img[:-1, :-1]
-    with pytest.raises(ValueError, match="at least"):
-        metrics.lpips(small, small, net)
-    import torch
-
-    with torch.no_grad(), pytest.raises(RuntimeError):   # the network itself refuses one pixel less
-        net(torch.zeros(1, 3, side - 1, side - 1), torch.zeros(1, 3, side - 1, side - 1))
