@@ -131,8 +131,9 @@ def stratified_edges(near: torch.Tensor, far: torch.Tensor, n: int, perturb: boo
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """n intervals covering [near, far]: edges [R, n+1], the inner ones jittered within their bins when
     perturb (else evenly spaced)."""
-    inner = stratified_t(near, far, n - 1, perturb, generator) if n > 1 else near[:, None][:, :0]
-    if not perturb and n > 1:   # evenly spaced: n equal intervals
+    if perturb:
+        inner = stratified_t(near, far, n - 1, True, generator)
+    else:                                                   # evenly spaced: n equal intervals
         u = torch.arange(1, n, device=near.device, dtype=near.dtype) / n
         inner = near[:, None] + (far - near)[:, None] * u
     return torch.cat([near[:, None], inner, far[:, None]], -1)

@@ -39,7 +39,6 @@ from .formats import (append_log, dataset, load_safetensors, read_json, read_key
 from .images import save_png
 from .losses import hard_surface_loss, mask_loss, psnr_from_mse, rgb_loss
 from .model import GenerativeNeRF, save_model
-from .model.encoding import nyquist_octaves
 from .model.latents import init_table
 
 ENCODING_WINDOW_START = 1.0     # octaves of the "ipe" encoding open at step 0 of coarse-to-fine training
@@ -181,7 +180,7 @@ class Trainer:
         span = tc.encoding_anneal * tc.steps
         if self.cfg.model.encoding != "ipe" or span <= 0 or step >= span:
             return None
-        full = nyquist_octaves(self.model.field.footprint / self.cfg.model.scene_radius, self.model.field.freqs)
+        full = self.model.field.nyquist_limit()
         return ENCODING_WINDOW_START + (full - ENCODING_WINDOW_START) * step / span
 
     def train_step(self) -> dict[str, float] | None:

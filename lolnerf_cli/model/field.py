@@ -16,7 +16,7 @@ from .encoding import encoded_dim, ipe, nyquist_octaves, octave_weights, posenc
 
 
 class LatentField(nn.Module):
-    """The main field (density + colour). `ProposalField` is the same network, smaller, density only."""
+    """The main field (density + colour). `proposal_field` builds the same network, smaller, density only."""
 
     def __init__(self, cfg: ModelConfig, width: int | None = None, depth: int | None = None,
                  skips: tuple[int, ...] | None = None, freqs: int | None = None, n_out: int = 4):
@@ -45,9 +45,13 @@ class LatentField(nn.Module):
         self.window: float | None = None
         self.footprint = 0.0             # training pixel width in scene units (set from the model's buffer)
 
+    def nyquist_limit(self) -> float:
+        """Octaves of the encoding whose period spans at least two training pixels."""
+        return nyquist_octaves(self.footprint / self.cfg.scene_radius, self.freqs)
+
     def octaves(self) -> float:
         """Octaves of the encoding in use: the training window, capped at the two-pixel (Nyquist) limit."""
-        limit = nyquist_octaves(self.footprint / self.cfg.scene_radius, self.freqs)
+        limit = self.nyquist_limit()
         return limit if self.window is None else min(self.window, limit)
 
     def encode(self, x: torch.Tensor, var: torch.Tensor | None) -> torch.Tensor:
