@@ -96,7 +96,7 @@ def restore_adam_state(opt: torch.optim.Optimizer, named_params: NamedParams, te
         except ValueError:
             raise InputError(path, "metadata 'parameters' is not a JSON list of parameter names; the file is "
                                    "damaged (start a new run)") from None
-        extra = [n for n in saved if n not in params] + [n for n in entries if n not in saved]
+        extra = [n for n in saved if n not in params]
         if extra:
             raise InputError(path, f"holds optimiser state for parameter '{extra[0]}', which the model does not "
                                    f"have; it was written by a different version of the model ({_START_OVER})")
@@ -104,7 +104,12 @@ def restore_adam_state(opt: torch.optim.Optimizer, named_params: NamedParams, te
         if missing:
             raise InputError(path, f"has no optimiser entry for the model's parameter '{missing[0]}'; it was "
                                    f"written by a different version of the model ({_START_OVER})")
+        unlisted = [n for n in entries if n not in saved]
+        if unlisted:
+            raise InputError(path, f"holds optimiser state 'opt.{unlisted[0]}.*' for a parameter its metadata does "
+                                   "not list; the file is damaged (start a new run)")
         matched = {n: (params[n], f"parameter '{n}'") for n in entries}
+        why = "it was written for a different model"
     else:                                               # older files: keyed by position in the parameter list
         order = list(named_params)
         bad = [k for k in entries if not k.isdigit()]
@@ -117,12 +122,13 @@ def restore_adam_state(opt: torch.optim.Optimizer, named_params: NamedParams, te
                                    f"for position {max(beyond)}, but the model has {len(order)} parameters "
                                    f"({_START_OVER})")
         matched = {k: (order[int(k)][1], f"position {k} (parameter '{order[int(k)][0]}')") for k in entries}
+        why = "the file keys it by parameter position (an older lolnerf) and the model's parameters have changed"
     for key, (p, what) in matched.items():
         for field in ("exp_avg", "exp_avg_sq"):
             got = tuple(entries[key][field].shape)
             if got != tuple(p.shape):
                 raise InputError(path, f"optimiser state of {what} is {list(got)} but the parameter is "
-                                       f"{list(p.shape)}; it was written for a different model ({_START_OVER})")
+                                       f"{list(p.shape)}; {why} ({_START_OVER})")
     dev = next(iter(params.values())).device if params else torch.device("cpu")
     for key, (p, _) in matched.items():
         e = entries[key]
