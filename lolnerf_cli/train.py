@@ -30,8 +30,8 @@ import torch.distributed as dist
 
 from . import __version__
 from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
-from .config import Config, config_from_dict
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .distributed import init_distributed
