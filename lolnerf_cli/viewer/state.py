@@ -32,6 +32,7 @@ MODES = ("RGB", "depth", "alpha")
 RENDERERS = ("baked", "exact")
 STILL_S = 0.3                  # the camera counts as stopped this long after its last move
 PREVIEW_SCALE = 0.5            # preview frames have this fraction of the full resolution's pixels per side
+DEFAULT_RESOLUTION = 128       # longer side of sharp frames unless the model was trained larger
 MIN_SIDE = 8                   # no frame side below this many pixels
 PCA_SLIDERS = 5                # sliders for the first principal components of the latent table
 PCA_RANGE = 3.0                # each slider spans +-this many standard deviations
@@ -190,7 +191,7 @@ def pose_from_lookat(eye, target, fov: float, aspect: float) -> Pose:
 class Settings:
     mode: str = "RGB"
     renderer: str = "baked"
-    resolution: int = 128          # longer side of a sharp frame, pixels
+    resolution: int = DEFAULT_RESOLUTION   # longer side of a sharp frame, pixels
     preview_scale: float = PREVIEW_SCALE
     samples: int = 0               # main-network samples per ray of the exact renderer (0: the model's own)
     grid: int = 0                  # bake grid voxels per axis (0: the model's default)
@@ -292,7 +293,7 @@ class RenderState:
         self.loaded, self.precision, self.ids = loaded, precision, identities
         self.show, self._on_bake, self.still_s = show, on_bake or (lambda m: None), still_s
         self.default_grid = default_resolution(loaded.cfg.model)
-        self.settings = Settings(resolution=max(loaded.cfg.train.resolution, 64))
+        self.settings = Settings(resolution=max(loaded.cfg.train.resolution, DEFAULT_RESOLUTION))
         self.identity = IdentityState(index=0)
         self.identity.b_name = identities.row_name(min(1, identities.count - 1))
         self.identity.a_name = identities.row_name(0)
