@@ -60,7 +60,7 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=exe, args=["--enable-unsafe-swiftshader", "--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1000, "height": 640})
+            page = browser.new_page(viewport={"width": 1280, "height": 640})
             page.set_default_timeout(300_000)
             for _ in range(600):
                 try:
