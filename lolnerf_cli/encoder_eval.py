@@ -1,0 +1,176 @@
+"""The `encoder` section of `lolnerf eval` (written when RUN/encoder.safetensors exists).
+
+For each held-out query photo the encoder predicts a latent and a camera (no landmarks, no known
+camera). Two answers are scored: "encoder" (that latent at that camera, nothing else) and "hybrid"
+(the same start, then `hybrid_steps` steps of the usual inversion at the encoder's camera):
+
+- heldout: the photo rendered back through the encoder's camera, against the photo (PSNR, SSIM, LPIPS,
+  PSNR over the mask), as the held-out section scores the optimisation path;
+- novel: each object's other views, placed relative to the encoder's query camera by their calibrated
+  relative poses and the distance ratio (evaluate.align_views / relative_scale, the alignment the
+  novel section uses for landmark-fitted query cameras), scored on the object's pixels;
+- camera: the rotation error (degrees) of the encoder's camera against the query's known camera, and,
+  beside it, of the camera fitted to the same photo's landmarks (RUN/keypoints.json, the query's own
+  intrinsics). Only when the folder's cameras are in the model's frame ("as-given" frames); with fitted
+  training cameras the two frames differ by an unknown rotation and no error is reported;
+- ms_per_photo: wall time of one encoder pass (batch of one, warm: the first pass is not counted),
+  median and mean over the photos, and the hybrid's optimisation time per photo.
+
+The optimisation path's own figures are in the heldout and novel sections (their --invert-steps)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cameras import Camera
+from .encoder import encode, encoder_paths, load_encoder, rotation_error_deg
+from .errors import InputError
+
+HYBRID_STEPS = 30
+
+
+def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS) -> dict:
+    """ev: an evaluate.Evaluator (model loaded, scorer ready). Returns the section's dict."""
+    from . import evaluate as E
+    from .invert import invert_images
+
+    path, _ = encoder_paths(ev.loaded.run.root)
+    enc = load_encoder(path, ev.loaded, ev.device)
+    out: dict[str, Any] = {"encoder": str(path), "hybrid_steps": hybrid_steps,
+                           "resolution": enc.cfg.resolution}
+    # ---------------------------------------------------------------- the query photos
+    queries: list = []              # (folder, item, object or None)
+    if novel is not None:
+        objects = E._novel_objects(novel)
+        for obj in objects:
+            obj.query.load(novel)
+            for v in obj.views:
+                v.load(novel, mask_required=True)
+        queries += [(novel, o.query, o) for o in objects]
+    else:
+        objects = []
+    held_items: list = []
+    if heldout is not None:
+        items, source = E._heldout_items(heldout, ev.loaded)
+        picks = E._pick_subset(len(items), ev.opt.subset, ev.opt.seed + 1)
+        held_items = [items[i] for i in picks]
+        for it in held_items:
+            it.load(heldout)
+    if not held_items and not queries:
+        return {**out, "unavailable": "no held-out or novel-view folder to score"}
+
+    # ---------------------------------------------------------------- encoder pass, timed one by one
+    photos = [it.rgb for it in held_items] + [q[1].rgb for q in queries]
+    encode(enc, photos[:1])                                   # warm-up, not counted
+    times, zs, cams = [], [], []
+    for rgb in photos:
+        t0 = time.perf_counter()
+        z, cam = encode(enc, [rgb])
+        times.append((time.perf_counter() - t0) * 1000.0)
+        zs.append(z[0])
+        cams.append(cam[0])
+    n_held = len(held_items)
+    masks = [it.mask_full for it in held_items] + [q[1].mask_full for q in queries]
+    # ---------------------------------------------------------------- hybrid: a few steps from there
+    t0 = time.perf_counter()
+    torch.manual_seed(ev.opt.seed)
+    hyb = invert_images(ev.loaded, photos, cams, masks, steps=hybrid_steps, resolution=ev.res,
+                        progress=ev.progress, seed=ev.opt.seed, measure_init=False,
+                        z_init=torch.stack(zs).to(ev.device))
+    hybrid_s = time.perf_counter() - t0
+    z_hyb = hyb.latents.float()
+    out["ms_per_photo"] = {"encoder_median": float(np.median(times)), "encoder_mean": float(np.mean(times)),
+                           "photos": len(times), "batch": 1,
+                           "hybrid_optimisation_mean": 1000.0 * hybrid_s / len(photos),
+                           "threads": torch.get_num_threads()}
+
+    # ---------------------------------------------------------------- held-out reconstructions
+    if held_items:
+        rows = []
+        for i, it in enumerate(held_items):
+            gt = ev.ground_truth(it.rgb)
+            mask = E._mask_for(heldout, it.file_path, ev.res, it.alpha)
+            row: dict[str, Any] = {"file_path": it.file_path}
+            for name, z in (("encoder", zs[i]), ("hybrid", z_hyb[i])):
+                r = ev.render(z, cams[i])
+                row[name] = ev.scorer.full(r["rgb"], gt, mask)
+            row.update(_camera_errors(ev, heldout, it, cams[i]))
+            rows.append(row)
+        out["heldout"] = _two_way(rows, ("psnr", "ssim", "lpips", "psnr_masked"))
+        out["heldout"]["images"] = rows
+
+    # ---------------------------------------------------------------- novel views around the encoder's camera
+    if queries:
+        rows, cam_rows = [], []
+        for j, (folder, q, obj) in enumerate(queries):
+            k = n_held + j
+            cam_q = cams[k].scaled(q.rgb.shape[1], q.rgb.shape[0])
+            scale = E.relative_scale(cam_q.c2w, q.frame.c2w)
+            views = E.align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
+            for v, c2w in zip(obj.views, views):
+                vcam = Camera(c2w, v.frame.fl_x, v.frame.fl_y, v.frame.cx, v.frame.cy, v.frame.w, v.frame.h)
+                gt = ev.ground_truth(v.rgb)
+                mask = E._resize_mask(v.mask_full, ev.res)
+                row = {"object": obj.name, "file_path": v.file_path}
+                for name, z in (("encoder", zs[k]), ("hybrid", z_hyb[k])):
+                    row[name] = ev.scorer.masked(ev.render(z, vcam)["rgb"], gt, mask)
+                rows.append(row)
+            cam_rows.append({"object": obj.name, "file_path": q.file_path, "scale": scale,
+                             **_camera_errors(ev, folder, q, cams[k])})
+        out["novel"] = _two_way(rows, ("psnr", "ssim", "lpips"))
+        out["novel"].update(objects=len(queries), masked=True, views=rows)
+        out["camera"] = _camera_summary(cam_rows)
+        out["camera"]["per_object"] = cam_rows
+    elif held_items:
+        out["camera"] = _camera_summary(out["heldout"]["images"])
+    return out
+
+
+def _camera_errors(ev, folder: Path, item, cam: Camera) -> dict:
+    """Rotation errors (degrees) against the item's known camera, when it has one in the model's frame."""
+    if item.frame is None:
+        return {"rotation_error_deg": None, "landmark_rotation_error_deg": None}
+    mode = ev.frames_for(folder) if (folder / "transforms.json").is_file() else None
+    if mode != "as-given":
+        return {"rotation_error_deg": None, "landmark_rotation_error_deg": None}
+    true_rot = np.asarray(item.frame.c2w)[:3, :3]
+    row = {"rotation_error_deg": rotation_error_deg(cam.c2w[:3, :3], true_rot), "landmark_rotation_error_deg": None}
+    try:
+        lcam, _ = _landmark_camera(ev, folder, item)
+        row["landmark_rotation_error_deg"] = rotation_error_deg(lcam.c2w[:3, :3], true_rot)
+    except (InputError, ValueError):
+        pass
+    return row
+
+
+def _landmark_camera(ev, folder: Path, item):
+    """The camera fitted to the photo's landmarks (folder/landmarks.json or the frame's keypoints_uv) with the
+    query's own intrinsics: the query-frame fit of evaluate.Evaluator.query_camera."""
+    return ev.query_camera(folder, item)
+
+
+def _two_way(rows: list[dict], keys: tuple[str, ...]) -> dict:
+    from .evaluate import _summary
+
+    sec: dict[str, Any] = {"count": len(rows)}
+    for name in ("encoder", "hybrid"):
+        flat = [r[name] for r in rows]
+        sec[name] = {k: _summary(flat, k) for k in keys}
+    return sec
+
+
+def _camera_summary(rows: list[dict]) -> dict:
+    def stats(key):
+        v = [r[key] for r in rows if r.get(key) is not None]
+        if not v:
+            return None
+        return {"median": float(np.median(v)), "mean": float(np.mean(v)), "count": len(v)}
+
+    return {"rotation_error_deg": stats("rotation_error_deg"),
+            "landmark_rotation_error_deg": stats("landmark_rotation_error_deg"),
+            "note": "against the known cameras; reported only when the folder's cameras are in the model's frame"}
