@@ -49,8 +49,8 @@ class EncoderConfig:
 
     def check(self, where: str) -> "EncoderConfig":
         r = self.resolution
-        if r < 8 or r & (r - 1):
-            raise InputError(where, f"encoder resolution must be a power of two >= 8, got {r}")
+        if r < 8:
+            raise InputError(where, f"encoder resolution must be at least 8 pixels, got {r}")
         for name in ("latent_dim", "width", "max_width", "hidden"):
             if int(getattr(self, name)) < 1:
                 raise InputError(where, f"encoder '{name}' must be positive")
@@ -121,7 +121,7 @@ def rotation_error_deg(r_pred: np.ndarray, r_true: np.ndarray) -> float:
 class ImageEncoder(nn.Module):
     """Photo [B, 3, R, R] in [0, 1] -> (z [B, D], rotation [B, 3, 3], (a, b, log d) [B, 3]).
 
-    Stride-2 stages (conv 3x3 s2 + conv 3x3, GroupNorm, SiLU) down to 4 x 4, flattened (where things
+    Stride-2 stages (conv 3x3 s2 + conv 3x3, GroupNorm, SiLU) down to 4 x 4 or less, flattened (where things
     are matters for the camera), one hidden layer, one linear head."""
 
     def __init__(self, cfg: EncoderConfig):
@@ -133,7 +133,7 @@ class ImageEncoder(nn.Module):
             c = min(cfg.width * 2 ** i, cfg.max_width)
             layers += [nn.Conv2d(c_in, c, 3, 2, 1), nn.GroupNorm(min(8, c), c), nn.SiLU(),
                        nn.Conv2d(c, c, 3, 1, 1), nn.GroupNorm(min(8, c), c), nn.SiLU()]
-            c_in, side, i = c, side // 2, i + 1
+            c_in, side, i = c, (side + 1) // 2, i + 1
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, cfg.hidden), nn.SiLU(),
                                   nn.Linear(cfg.hidden, cfg.latent_dim + 9))

@@ -348,7 +348,7 @@ class EncoderTrainer:
         if t.sc_weight > 0:
             l_sc, sc_mse = self.self_consistency(b, z, rot, abd)
             loss = loss + t.sc_weight * l_sc
-            stats.update(loss_self=l_sc.item(), self_psnr=psnr_from_mse(sc_mse))
+            stats.update(loss_self=l_sc.item(), self_psnr_masked=psnr_from_mse(sc_mse))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
@@ -385,7 +385,7 @@ class EncoderTrainer:
         l_rgb = (w * err).sum() / w.sum().clamp_min(1.0)
         l_mask = (has * (out.alpha.float() - m) ** 2).sum() / has.sum().clamp_min(1.0)
         tc = self.loaded.cfg.train
-        return tc.rgb_weight * l_rgb + tc.mask_weight * l_mask, err.detach().mean().item()
+        return tc.rgb_weight * l_rgb + tc.mask_weight * l_mask, l_rgb.detach().item()
 
     # ------------------------------------------------------------------------------ the loop
     def fit(self, stop_at: int | None = None) -> dict:

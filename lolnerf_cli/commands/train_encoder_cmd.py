@@ -42,7 +42,7 @@ def train_encoder(
         raise typer.Exit(130)
     last = summary["last"] or {}
     if last:
-        sc = f"  self-consistency PSNR {last['self_psnr']:.2f} dB" if "self_psnr" in last else ""
+        sc = (f"  self-consistency PSNR {last['self_psnr_masked']:.2f} dB (object pixels)" if "self_psnr_masked" in last else "")
         console.print(f"step {summary['step']}: loss {last['loss']:.4f}  latent {last['loss_latent']:.4f}  "
                       f"camera rotation error {last['rotation_error_deg']:.2f} deg (training batch){sc}",
                       markup=False)
