@@ -180,10 +180,25 @@ def photo_tensor(rgb: np.ndarray, resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
 
 
-@torch.inference_mode()
 def encode(encoder: ImageEncoder, photos: list[np.ndarray]) -> tuple[torch.Tensor, list[Camera]]:
-    """Photos (uint8 [H, W, 3]) -> latents [N, D] (CPU) and cameras at the encoder's resolution."""
+    """Photos (uint8 [H, W, 3]) -> latents [N, D] (CPU) and cameras at the encoder's resolution.
+
+    On a CPU one photo's pass (a few million multiply-adds per stage) runs on one thread: splitting such
+    small convolutions over threads gains nothing, and on a busy machine waiting for the other threads
+    cost 2-3 s per pass where one thread took 4 ms (measured, load average 17 on 2 cores)."""
     device = next(encoder.parameters()).device
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and threads > 1:
+        torch.set_num_threads(1)
+    try:
+        return _encode(encoder, photos, device)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+@torch.inference_mode()
+def _encode(encoder: ImageEncoder, photos: list[np.ndarray], device) -> tuple[torch.Tensor, list[Camera]]:
     r = encoder.cfg.resolution
     f = encoder.focal()
     zs, cams = [], []

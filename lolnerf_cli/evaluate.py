@@ -68,6 +68,7 @@ class EvalOptions:
     figure_rows: int = 3            # novel-view objects and training images shown in the figure (each)
     frames: str = "auto"            # camera frame of held-out / novel cameras: auto, as-given or query
     upsample: int = 0               # >= 2: also score novel views rendered this many times finer (synth data)
+    encoder_steps: int = 30         # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
 
 
 @dataclass
@@ -988,6 +989,13 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
             up = upsampled_section(ev, novel, opt.upsample, fig)
             metrics["novel_upsampled"] = up if up is not None else {
                 "unavailable": "exact ground truth at another resolution exists for lolnerf synth datasets only"}
+
+    from .encoder import has_encoder
+
+    if has_encoder(run_dir) and (heldout is not None or novel is not None):
+        from .encoder_eval import encoder_section
+
+        metrics["encoder"] = encoder_section(ev, heldout, novel, opt.encoder_steps)
 
     fig_path = None
     if figure:

@@ -101,8 +101,17 @@ def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
 def test_train_encoder_cli_refuses_to_overwrite_and_bad_mix(enc_run):
     r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--steps", "1"])
     assert r.exit_code == 2 and "--resume" in error_line(r)
-    r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--mix", "self-consistency"])
-    assert r.exit_code == 2 and "--mix" in error_line(r)
+    r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--mix", "photos,bogus"])
+    assert r.exit_code == 2 and "--mix" in error_line(r) and "bogus" in error_line(r)
+
+
+def test_self_consistency_alone_is_refused():
+    from lolnerf_cli.encoder_train import EncoderTrainConfig, parse_mix
+    from lolnerf_cli.errors import InputError
+
+    cfg = EncoderTrainConfig(**{k: v for k, v in parse_mix("self-consistency").items() if v is not None})
+    with pytest.raises(InputError, match="--mix"):
+        cfg.check()
 
 
 # ----------------------------------------------------------------------------------------- invert
@@ -185,7 +194,7 @@ def test_eval_has_an_encoder_section(tmp_path, enc_run):
             assert np.isfinite(sec[part][way]["psnr"]["mean"]), (part, way)
             assert sec[part][way]["ssim"] is not None
     assert sec["novel"]["count"] == sum(1 for _ in sec["novel"]["views"]) > 0
-    assert sec["ms_per_photo"]["encoder_median"] > 0 and sec["ms_per_photo"]["photos"] == 2 + 2
+    assert sec["ms_per_photo"]["encoder_median"] > 0 and sec["ms_per_photo"]["photos"] == 2   # queries = held-out
     # synth's held-out cameras are in the model's frame (true cameras): the rotation error is reported
     assert sec["camera"]["rotation_error_deg"]["count"] == 2
     assert 0 <= sec["camera"]["rotation_error_deg"]["median"] <= 180
