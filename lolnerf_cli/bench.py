@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from .cameras import Camera, look_at, pixel_rays, sphere_bounds, spherical_eye
 from .config import ModelConfig, RenderConfig, preset
 from .device import pick_device, resolve_precision
-from .losses import hard_surface_loss, rgb_loss
+from .losses import LossWeights, backward_in_micro_batches, compose_loss, hard_surface_loss, rgb_loss
 from .model import GenerativeNeRF
 from .model.encoding import encoded_dim, posenc
 from .progress import Progress, or_silent
-from .render import backward_in_micro_batches, composite_weights, render_image, render_rays, stratified_t
+from .render import composite_weights, render_image, render_rays, stratified_t
 
 
 def _sync(device: torch.device) -> None:
@@ -147,6 +147,8 @@ def measure_train(cfg, device: torch.device, precision: str, n_images: int = 100
     pix = torch.full((n_rays,), 2.0 * math.tan(math.radians(15)) / tc.resolution, device=device)
     target = torch.rand(n_rays, 3, device=device)
     img = torch.randint(n_images, (tc.images_per_step,), generator=gen).repeat_interleave(tc.pixels_per_image).to(device)
+    no_mask = torch.zeros(n_rays, device=device)
+    weights = LossWeights(1.0, 0.0, tc.hard_surface_weight, tc.interlevel_weight)     # no masks in a benchmark
 
     def step(i):
         o, d = batches[i % 2]
@@ -160,11 +162,8 @@ def measure_train(cfg, device: torch.device, precision: str, n_images: int = 100
         def loss_of(sl: slice):          # as train.py does it
             out = render_rays(model, o[sl], d[sl], latents(img[sl]), rc, perturb=True, precision=precision,
                               pix=pix[sl])
-            share = out.rgb.shape[0] / n_rays
-            loss = rgb_loss(out.rgb, target[sl]) + tc.hard_surface_weight * hard_surface_loss(out.weights)
-            if out.interlevel is not None:
-                loss = loss + tc.interlevel_weight * out.interlevel
-            return loss * share, {}
+            loss, _ = compose_loss(out, target[sl], no_mask[sl], no_mask[sl], weights, n_rays, 1.0)
+            return loss, {}
 
         backward_in_micro_batches(n_rays, tc.micro_batch_rays, device, loss_of)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

@@ -35,31 +35,54 @@ from .errors import InputError
 HYBRID_STEPS = 30
 
 
-def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS) -> dict:
+class EncoderSection:
+    """The "encoder" entry of metrics.json (an eval_sections.Section: prepare, then run)."""
+
+    name = "encoder"
+    frames = None
+
+    def __init__(self, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS):
+        self.heldout, self.novel, self.hybrid_steps = heldout, novel, int(hybrid_steps)
+
+    def prepare(self, ev) -> None:
+        """Load and check RUN/encoder.safetensors and list the photos (InputError before any rendering)."""
+        from .eval_inputs import heldout_items, novel_objects
+
+        if self.hybrid_steps < 1:
+            raise InputError("--encoder-steps", "must be at least 1")
+        self.path = encoder_paths(ev.loaded.run.root)[0]
+        self.enc = load_encoder(self.path, ev.loaded, ev.device)
+        self.objects = novel_objects(self.novel) if self.novel is not None else []
+        self.items = heldout_items(self.heldout, ev.loaded)[0] if self.heldout is not None else []
+
+    def run(self, ev) -> dict[str, Any]:
+        return {"encoder": encoder_section(ev, self.heldout, self.novel, self.hybrid_steps, self)}
+
+
+def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS,
+                    prepared: EncoderSection | None = None) -> dict:
     """ev: an evaluate.Evaluator (model loaded, scorer ready). Returns the section's dict."""
-    from . import evaluate as E
+    from .eval_inputs import mask_for, resize_mask
+    from .eval_align import align_views, relative_scale
+    from .eval_scoring import pick_subset
     from .invert import invert_images
 
-    path, _ = encoder_paths(ev.loaded.run.root)
-    enc = load_encoder(path, ev.loaded, ev.device)
-    out: dict[str, Any] = {"encoder": str(path), "hybrid_steps": hybrid_steps,
-                           "resolution": enc.cfg.resolution}
+    if prepared is None:
+        prepared = EncoderSection(heldout, novel, hybrid_steps)
+        prepared.prepare(ev)
+    path, enc = prepared.path, prepared.enc
+    out: dict[str, Any] = {"encoder": str(path), "hybrid_steps": hybrid_steps, "resolution": enc.cfg.resolution}
     # ---------------------------------------------------------------- the query photos
-    queries: list = []              # (folder, item, object or None)
-    if novel is not None:
-        objects = E._novel_objects(novel)
-        for obj in objects:
-            obj.query.load(novel)
-            for v in obj.views:
-                v.load(novel, mask_required=True)
-        queries += [(novel, o.query, o) for o in objects]
-    else:
-        objects = []
+    objects = prepared.objects
+    for obj in objects:
+        obj.query.load(novel)
+        for v in obj.views:
+            v.load(novel, mask_required=True)
+    queries = [(novel, o.query, o) for o in objects]
     held_items: list = []
     if heldout is not None:
-        items, source = E._heldout_items(heldout, ev.loaded)
-        picks = E._pick_subset(len(items), ev.opt.subset, ev.opt.seed + 1)
-        held_items = [items[i] for i in picks]
+        picks = pick_subset(len(prepared.items), ev.opt.subset, ev.opt.seed + 1)
+        held_items = [prepared.items[i] for i in picks]
         for it in held_items:
             it.load(heldout)
     if not held_items and not queries:
@@ -105,7 +128,7 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
         rows = []
         for i, it in enumerate(held_items):
             gt = ev.ground_truth(it.rgb)
-            mask = E._mask_for(heldout, it.file_path, ev.res, it.alpha)
+            mask = mask_for(heldout, it.file_path, ev.res, it.alpha)
             row: dict[str, Any] = {"file_path": it.file_path}
             for name, z in (("encoder", zs[i]), ("hybrid", z_hyb[i])):
                 r = ev.render(z, cams[i])
@@ -121,12 +144,12 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
         for j, (folder, q, obj) in enumerate(queries):
             k = n_held + j
             cam_q = cams[k].scaled(q.rgb.shape[1], q.rgb.shape[0])
-            scale = E.relative_scale(cam_q.c2w, q.frame.c2w)
-            views = E.align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
+            scale = relative_scale(cam_q.c2w, q.frame.c2w)
+            views = align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
             for v, c2w in zip(obj.views, views):
                 vcam = Camera(c2w, v.frame.fl_x, v.frame.fl_y, v.frame.cx, v.frame.cy, v.frame.w, v.frame.h)
                 gt = ev.ground_truth(v.rgb)
-                mask = E._resize_mask(v.mask_full, ev.res)
+                mask = resize_mask(v.mask_full, ev.res)
                 row = {"object": obj.name, "file_path": v.file_path}
                 for name, z in (("encoder", zs[k]), ("hybrid", z_hyb[k])):
                     row[name] = ev.scorer.masked(ev.render(z, vcam)["rgb"], gt, mask)
@@ -162,11 +185,11 @@ def _camera_errors(ev, folder: Path, item, cam: Camera) -> dict:
 def _landmark_camera(ev, folder: Path, item):
     """The camera fitted to the photo's landmarks (folder/landmarks.json or the frame's keypoints_uv) with the
     query's own intrinsics: the query-frame fit of evaluate.Evaluator.query_camera."""
-    return ev.query_camera(folder, item)
+    return getattr(ev, "align", ev).query_camera(folder, item)
 
 
 def _two_way(rows: list[dict], keys: tuple[str, ...]) -> dict:
-    from .evaluate import _summary
+    from .eval_scoring import summary as _summary
 
     sec: dict[str, Any] = {"count": len(rows)}
     for name in ("encoder", "hybrid"):

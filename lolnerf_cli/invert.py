@@ -21,7 +21,7 @@ from .cameras import Camera, focal_from_fov, pixel_rays
 from .device import resolve_precision
 from .errors import InputError
 from .formats import first_shared_stem
-from .losses import hard_surface_loss, psnr_from_mse
+from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
 from .progress import Progress, or_silent
 from .video import NOVEL_YAW_DEG, read_view, turned
 
@@ -158,9 +158,10 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
 
 def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task):
     """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
-    from .render import backward_in_micro_batches, render_rays
+    from .render import render_rays
 
     tc = loaded.cfg.train
+    weights = LossWeights.of(tc, interlevel=False)       # the network is frozen: no proposal term
     device = loaded.latents.device
     g = len(targets)
     hw = targets[0].shape[0] * targets[0].shape[1]
@@ -200,18 +201,15 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
 
         def loss_of(sl: slice):
             # per-photo means summed over photos (each photo's gradient does not depend on the group
-            # size), written as sums over this micro-batch's rays / p so that micro-batches add up
+            # size): every term over this micro-batch's rays / p, so that micro-batches add up
             c2w = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
             img = image_of_ray[sl]
             k = intr[img]
             origins, dirs = pixel_rays(c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u[sl], v[sl])
             out = render_rays(loaded.model, origins, dirs, z[img], loaded.cfg.render, perturb=True,
                               precision=precision, generator=gen, pix=1.0 / k[:, 0])
-            l_rgb = ((out.rgb - tgt[sl]) ** 2).mean(-1).sum() / p
-            l_mask = ((out.alpha - m[sl]) ** 2 * ray_has_mask[sl]).sum() / p
-            l_hard = hard_surface_loss(out.weights) * out.rgb.shape[0] / p
-            loss = tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
-            return loss, {"loss": loss, "rgb": l_rgb}
+            loss, terms = compose_loss(out, tgt[sl], m[sl], ray_has_mask[sl], weights, p, p)
+            return loss, {"loss": loss, "rgb": terms["loss_rgb"]}
 
         opt.zero_grad(set_to_none=True)
         finite, sums = backward_in_micro_batches(image_of_ray.shape[0], tc.micro_batch_rays, device, loss_of)

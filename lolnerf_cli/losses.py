@@ -1,8 +1,12 @@
-"""LOLNeRF losses: per-pixel RGB L2, mask loss on alpha, and the hard-surface loss on weights."""
+"""LOLNeRF losses: per-pixel RGB L2, mask loss on alpha, the hard-surface loss on weights, the one
+composer of them that training and inversion both use (`compose_loss`), and micro-batched backward
+passes (`backward_in_micro_batches`)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -35,3 +39,65 @@ def hard_surface_loss(weights: torch.Tensor) -> torch.Tensor:
 
 def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+@dataclass
+class LossWeights:
+    rgb: float
+    mask: float
+    hard_surface: float
+    interlevel: float = 0.0         # proposal sampler only; inversion leaves it out (the network is frozen)
+
+    @classmethod
+    def of(cls, tc, interlevel: bool = True) -> "LossWeights":
+        """The weights of a TrainConfig (`interlevel=False`: without the proposal networks' term)."""
+        return cls(tc.rgb_weight, tc.mask_weight, tc.hard_surface_weight, tc.interlevel_weight if interlevel else 0.0)
+
+
+def compose_loss(out, target: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor, weights: LossWeights,
+                 ray_count: float | torch.Tensor, mask_count: float | torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """The weighted LOLNeRF loss of some rendered rays (render.RenderOut `out` of R rays; target [R, 3],
+    mask [R] in [0, 1], has_mask [R] 0/1), and its terms.
+
+    The RGB, hard-surface and interlevel terms are means over these rays scaled by R / ray_count, the mask
+    term a sum over the masked rays divided by mask_count: with the counts of a whole batch, the losses of
+    its micro-batches add up to the batch's. Training passes the step's ray and masked-ray counts (means
+    over the batch); inversion passes its pixels per photo for both (per-photo means, summed over photos).
+    A zero weight leaves its term out of the loss (the mask term is then not computed; it reads 0).
+
+    Returns (loss, {"loss", "loss_rgb", "loss_mask", "loss_hard", "loss_interlevel"})."""
+    share = out.rgb.shape[0] / ray_count
+    zero = torch.zeros((), device=out.rgb.device)
+    l_rgb = rgb_loss(out.rgb, target) * share
+    l_mask = mask_loss(out.alpha, mask, has_mask, mask_count) if weights.mask > 0 else zero
+    l_hard = hard_surface_loss(out.weights) * share
+    l_inter = out.interlevel * share if out.interlevel is not None else zero
+    loss = weights.rgb * l_rgb
+    if weights.mask > 0:
+        loss = loss + weights.mask * l_mask
+    loss = loss + weights.hard_surface * l_hard
+    if weights.interlevel != 0 and out.interlevel is not None:
+        loss = loss + weights.interlevel * l_inter
+    return loss, {"loss": loss, "loss_rgb": l_rgb, "loss_mask": l_mask, "loss_hard": l_hard, "loss_interlevel": l_inter}
+
+
+def backward_in_micro_batches(n_rays: int, micro_batch: int, device: torch.device,
+                              loss_of: Callable[[slice], tuple[torch.Tensor, dict]]) -> tuple[bool, dict[str, float]]:
+    """Backpropagate a per-ray loss over n_rays rays in consecutive micro-batches of `micro_batch` rays
+    (0 or >= n_rays: all at once). `loss_of(slice)` renders those rays and returns (loss, stats), the loss
+    already scaled to its share of the whole batch's loss (compose_loss does this), so the accumulated
+    gradients are the whole batch's. Each micro-batch's activations stay in cache: the same step, measured
+    much faster on CPU. On GPUs, which need large batches to be busy, the whole batch goes at once.
+
+    Returns (every loss was finite, the stats summed over micro-batches). Stops at the first non-finite
+    loss without backpropagating it (the caller drops the step)."""
+    mb = micro_batch if 0 < micro_batch < n_rays and device.type == "cpu" else n_rays
+    sums: dict[str, float] = {}
+    for start in range(0, n_rays, mb):
+        loss, stats = loss_of(slice(start, min(start + mb, n_rays)))
+        if not torch.isfinite(loss.detach()):
+            return False, sums
+        loss.backward()
+        for key, val in stats.items():
+            sums[key] = sums.get(key, 0.0) + (val.detach().item() if torch.is_tensor(val) else float(val))
+    return True, sums

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -212,28 +211,6 @@ def _render_proposal(model, origins, dirs, z, rcfg: RenderConfig, perturb: bool,
         w_det = weights.detach()
         inter = sum(interlevel_loss(edges, w_det, e_p, w_p) for e_p, w_p in levels).mean()
     return RenderOut(fg + (1.0 - alpha)[:, None] * bg, alpha, (weights * mid).sum(-1), weights, fg, bg, inter)
-
-
-def backward_in_micro_batches(n_rays: int, micro_batch: int, device: torch.device,
-                              loss_of: Callable[[slice], tuple[torch.Tensor, dict]]) -> tuple[bool, dict[str, float]]:
-    """Backpropagate a per-ray loss over n_rays rays in consecutive micro-batches of `micro_batch` rays
-    (0 or >= n_rays: all at once). `loss_of(slice)` renders those rays and returns (loss, stats), the loss
-    already scaled to its share of the whole batch's loss, so the accumulated gradients are the whole
-    batch's. Each micro-batch's activations stay in cache: the same step, measured much faster on CPU.
-    On GPUs, which need large batches to be busy, the whole batch goes at once.
-
-    Returns (every loss was finite, the stats summed over micro-batches). Stops at the first non-finite
-    loss without backpropagating it (the caller drops the step)."""
-    mb = micro_batch if 0 < micro_batch < n_rays and device.type == "cpu" else n_rays
-    sums: dict[str, float] = {}
-    for start in range(0, n_rays, mb):
-        loss, stats = loss_of(slice(start, min(start + mb, n_rays)))
-        if not torch.isfinite(loss.detach()):
-            return False, sums
-        loss.backward()
-        for key, val in stats.items():
-            sums[key] = sums.get(key, 0.0) + (val.detach().item() if torch.is_tensor(val) else float(val))
-    return True, sums
 
 
 @torch.inference_mode()

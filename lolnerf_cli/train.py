@@ -5,23 +5,23 @@ images are rendered, so memory does not depend on image resolution), pairs every
 latent row, renders it, and takes one Adam step on the network and one sparse Adam step on the rows
 that were used.
 
-Distributed (torchrun): rank r owns the images k with k % world_size == r and keeps only their latent
-rows; only the network's gradients are all-reduced. Checkpoints gather the rows on rank 0.
+Distributed (torchrun, distributed.py): rank r owns the images k with k % world_size == r and keeps only
+their latent rows; only the network's gradients are all-reduced. Checkpoints gather the rows on rank 0.
 
-Checkpoints: `trainer.safetensors` holds everything needed to continue *exactly* (weights, latents,
-both optimisers' state, every rank's RNG state, the step) in one atomically written file, so a
-kill -9 at any moment leaves either the previous or the new checkpoint, never a mix. `model.safetensors`
-is the user-facing model, also written atomically.
+Per-image parameters are `RowTable`s (row_table.py: rows + sparse Adam + saved by name); the latent
+table is one. Another per-image table: build it in `__init__`, add it to `self.tables` (checkpoints then
+save and restore it), use its rows in `train_step` and call its `zero_grad` / `step` there.
+
+Checkpoints (checkpoint.py): `trainer.safetensors` holds everything needed to continue *exactly*
+(weights, the tables, both optimisers' state keyed by name, every rank's RNG state, the step) in one
+atomically written file; `model.safetensors` is the user-facing model.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,67 +30,31 @@ import torch.distributed as dist
 
 from . import __version__
 from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
+from .distributed import init_distributed
 from .errors import InputError, LolnerfError
-from .formats import (append_log, dataset, load_safetensors, read_json, read_keypoints, read_log, run_folder,
-                      save_safetensors, write_images_json, write_json, write_keypoints)
+from .formats import (append_log, dataset, read_json, read_keypoints, run_folder, write_images_json, write_json,
+                      write_keypoints)
 from .images import save_png
-from .losses import hard_surface_loss, mask_loss, psnr_from_mse, rgb_loss
-from .model import GenerativeNeRF, save_model
+from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
+from .model import GenerativeNeRF
 from .model.latents import init_table
+from .progress import Progress, or_silent
+from .render import render_image, render_rays
+from .row_table import RowTable
 
 ENCODING_WINDOW_START = 1.0     # octaves of the "ipe" encoding open at step 0 of coarse-to-fine training
-from .progress import Progress, or_silent
-from .render import backward_in_micro_batches, render_image, render_rays
-
-
-# ----------------------------------------------------------------------------------------- distributed
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size())
-
-
-def _gather_rows(local: torch.Tensor, owned: torch.Tensor, total: int, info: DistInfo) -> torch.Tensor:
-    """Assemble a [K, ...] table from every rank's rows `local` [K_r, ...] at global indices `owned`."""
-    if info.world == 1:
-        out = torch.empty((total,) + tuple(local.shape[1:]), dtype=local.dtype)
-        out[owned.cpu()] = local.detach().cpu()
-        return out
-    dev = local.device
-    per = math.ceil(total / info.world)
-    pad = torch.zeros((per,) + tuple(local.shape[1:]), dtype=local.dtype, device=dev)
-    pad[: local.shape[0]] = local.detach()
-    bufs = [torch.zeros_like(pad) for _ in range(info.world)]
-    dist.all_gather(bufs, pad)
-    out = torch.empty((total,) + tuple(local.shape[1:]), dtype=local.dtype)
-    for r, buf in enumerate(bufs):
-        idx = torch.arange(r, total, info.world)
-        out[idx] = buf[: idx.shape[0]].cpu()
-    return out
 
 
 # ----------------------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, data_dir: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False,
-                 device: str = "auto", progress: Progress | None = None, include_flagged: bool = False):
+                 device: str = "auto", progress: Progress | None = None, include_flagged: bool | None = None):
+        """include_flagged: train on frames fit-cameras flagged too (default: not
+        cfg.train.min_landmark_rmse_excluded, which leaves them out)."""
         self.cfg = cfg
         self.progress = or_silent(progress)
         self.device = pick_device(device)
@@ -104,6 +68,8 @@ class Trainer:
         self._check_out_dir(resume)
 
         tc = cfg.train
+        if include_flagged is None:
+            include_flagged = not tc.min_landmark_rmse_excluded
         frames = select_frames(data_dir, include_flagged)
         cache_dir = self.run.root / "cache"
         if self.info.main:
@@ -127,12 +93,13 @@ class Trainer:
             self.model.set_footprint(floor, floor * float(self.cams["c2w"][:, :3, 3].norm(dim=-1).mean()))
         init_gen = torch.Generator().manual_seed(tc.seed + 1)
         table = init_table(self.k, cfg.model.latent_dim, tc.latent_init_std, init_gen)
-        self.latents = torch.nn.Embedding(self.owned.numel(), cfg.model.latent_dim, sparse=True).to(self.device)
-        with torch.no_grad():
-            self.latents.weight.copy_(table[self.owned].to(self.device))
-        self.net_params = [p for p in self.model.parameters()]
+        self.latents = RowTable("latents", table, self.owned, tc.latent_lr, self.device, self.info,
+                                opt_key="lat_opt", what="latent table")
+        self.tables: list[RowTable] = [self.latents]       # per-image tables: trained, saved and restored
+        self.named_params = list(self.model.named_parameters())
+        self.net_params = [p for _, p in self.named_params]
         self.opt = torch.optim.Adam(self.net_params, lr=tc.lr)
-        self.lat_opt = torch.optim.SparseAdam(list(self.latents.parameters()), lr=tc.latent_lr)
+        self.loss_weights = LossWeights.of(tc)
         self.gen = torch.Generator().manual_seed(tc.seed * 1000 + 17 + self.info.rank)
         self.step = 0
         self.bad_steps_total = 0
@@ -144,10 +111,14 @@ class Trainer:
             for p in self.net_params:                      # identical start on every rank
                 dist.broadcast(p.data, 0)
 
+    @property
+    def lat_opt(self) -> torch.optim.Optimizer:
+        """The latent table's sparse Adam."""
+        return self.latents.opt
+
     # ------------------------------------------------------------------------------ set-up helpers
     def _barrier(self) -> None:
-        if self.info.world > 1:
-            dist.barrier()
+        self.info.barrier()
 
     def _check_out_dir(self, resume: bool) -> None:
         run = self.run
@@ -209,31 +180,20 @@ class Trainer:
         has_m = self.has_mask[gi].float()
         n_rays = origins.shape[0]
         n_masked = has_m.sum().clamp_min(1.0)
-        self.opt.zero_grad(set_to_none=True)
-        self.lat_opt.zero_grad(set_to_none=True)
+        self._zero_grad()
 
         def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
             out = render_rays(self.model, origins[sl], dirs[sl], self.latents(lat_idx[sl]), self.cfg.render,
                               perturb=True, precision=self.precision, generator=g, pix=pix[sl])
-            share = out.rgb.shape[0] / n_rays
-            l_rgb = rgb_loss(out.rgb, target[sl]) * share
-            l_mask = (mask_loss(out.alpha, mask[sl], has_m[sl], n_masked) if tc.mask_weight > 0
-                      else torch.zeros((), device=dev))
-            l_hard = hard_surface_loss(out.weights) * share
-            l_inter = out.interlevel * share if out.interlevel is not None else torch.zeros((), device=dev)
-            loss = (tc.rgb_weight * l_rgb + tc.mask_weight * l_mask + tc.hard_surface_weight * l_hard
-                    + tc.interlevel_weight * l_inter)
-            return loss, {"loss": loss, "loss_rgb": l_rgb, "loss_mask": l_mask, "loss_hard": l_hard,
-                          "loss_interlevel": l_inter, "alpha_mean": out.alpha.sum() / n_rays,
-                          "samples": out.weights.numel()}
+            loss, terms = compose_loss(out, target[sl], mask[sl], has_m[sl], self.loss_weights, n_rays, n_masked)
+            return loss, {**terms, "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
 
         finite, sums = backward_in_micro_batches(n_rays, tc.micro_batch_rays, dev, loss_of)
         ok = torch.tensor(float(finite), device=dev)
         if self.info.world > 1:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if ok.item() < 1:
-            self.opt.zero_grad(set_to_none=True)
-            self.lat_opt.zero_grad(set_to_none=True)
+            self._zero_grad()
             return None
         self._allreduce_grads()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net_params, tc.grad_clip)
@@ -242,11 +202,15 @@ class Trainer:
         f = self.lr_factor(self.step)
         for grp in self.opt.param_groups:
             grp["lr"] = tc.lr * f
-        for grp in self.lat_opt.param_groups:
-            grp["lr"] = tc.latent_lr * f
         self.opt.step()
-        self.lat_opt.step()
+        for table in self.tables:
+            table.step(f)
         return {**sums, "rays": float(n_rays), "lr": tc.lr * f}
+
+    def _zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        for table in self.tables:
+            table.zero_grad()
 
     def _allreduce_grads(self) -> None:
         if self.info.world == 1:
@@ -365,91 +329,19 @@ class Trainer:
             write_json(self.run.root / "excluded.json", {"excluded": self.frames.excluded})
 
     def global_latents(self) -> torch.Tensor:
-        return _gather_rows(self.latents.weight, self.owned, self.k, self.info)
+        return self.latents.gather()
 
     def save_checkpoint(self, elapsed_this_session: float) -> None:
-        """All ranks call this (collectives); rank 0 writes trainer.safetensors, then model.safetensors."""
-        lat = self.global_latents()
-        lat_state = self.lat_opt.state.get(self.latents.weight, {})
-        lat_m = _gather_rows(lat_state["exp_avg"], self.owned, self.k, self.info) if lat_state else None
-        lat_v = _gather_rows(lat_state["exp_avg_sq"], self.owned, self.k, self.info) if lat_state else None
-        rng = self.gen.get_state()
-        rngs = [rng]
-        if self.info.world > 1:
-            rngs = [torch.zeros_like(rng) for _ in range(self.info.world)]
-            dist.all_gather(rngs, rng)
-        if not self.info.main:
-            self._barrier()
-            return
-        elapsed = self.elapsed_before + elapsed_this_session
-        tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors["latents"] = lat
-        for i, p in enumerate(self.net_params):
-            st = self.opt.state.get(p, {})
-            for name in ("exp_avg", "exp_avg_sq"):
-                if name in st:
-                    tensors[f"opt.{i}.{name}"] = st[name]
-            if "step" in st:
-                tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
-        if lat_m is not None:
-            tensors["lat_opt.exp_avg"] = lat_m
-            tensors["lat_opt.exp_avg_sq"] = lat_v
-            tensors["lat_opt.step"] = torch.as_tensor(lat_state["step"], dtype=torch.float64).reshape(1)
-        for r, s in enumerate(rngs):
-            tensors[f"rng.{r}"] = s.cpu()
-        meta = {"format": "lolnerf-trainer", "step": str(self.step), "world_size": str(self.info.world),
-                "model_hash": self.cfg.model_hash(), "bad_steps": str(self.bad_steps_total),
-                "elapsed_s": f"{elapsed:.3f}"}
-        save_safetensors(self.run.trainer, tensors, meta)
-        save_model(self.run.model, self.model, lat, self.cfg, {"step": self.step})
-        write_json(self.run.trainer_json, {"step": self.step, "steps": self.cfg.train.steps, "world_size": self.info.world,
-                                           "bad_steps": self.bad_steps_total, "elapsed_s": round(elapsed, 3),
-                                           "precision": self.precision, "device": str(self.device),
-                                           "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        self._barrier()
+        """All ranks call this (collectives); rank 0 writes the files (checkpoint.py)."""
+        save_checkpoint(self.run, self.cfg, self.model, self.opt, self.named_params, self.tables, self.gen, self.info,
+                        self.step, self.bad_steps_total, self.elapsed_before + elapsed_this_session, self.precision,
+                        self.device)
 
     def _load_checkpoint(self) -> None:
-        tensors, meta = load_safetensors(self.run.trainer, "trainer checkpoint")
-        if meta.get("format") != "lolnerf-trainer":
-            raise InputError(self.run.trainer, "is not a lolnerf trainer checkpoint")
-        if meta.get("model_hash") != self.cfg.model_hash():
-            raise InputError(self.run.trainer, "was written for a different model configuration than config.json")
-        state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError:
-            raise InputError(self.run.trainer, "weights do not match the model configuration") from None
+        resumed = load_checkpoint(self.run, self.cfg, self.model, self.opt, self.named_params, self.tables, self.gen,
+                                  self.info)
         self.model.set_footprint()
-        lat = tensors.get("latents")
-        if lat is None or lat.shape != (self.k, self.cfg.model.latent_dim):
-            raise InputError(self.run.trainer, f"latent table does not match the {self.k} training images; was the "
-                                               "dataset changed since the run started?")
-        dev = self.device
-        with torch.no_grad():
-            self.latents.weight.copy_(lat[self.owned].to(dev))
-        for i, p in enumerate(self.net_params):
-            if f"opt.{i}.exp_avg" in tensors:
-                self.opt.state[p] = {"step": tensors[f"opt.{i}.step"].reshape(()).float(),
-                                     "exp_avg": tensors[f"opt.{i}.exp_avg"].to(dev),
-                                     "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"].to(dev)}
-        if "lat_opt.exp_avg" in tensors:
-            self.lat_opt.state[self.latents.weight] = {
-                "step": int(tensors["lat_opt.step"].item()),
-                "exp_avg": tensors["lat_opt.exp_avg"][self.owned].to(dev),
-                "exp_avg_sq": tensors["lat_opt.exp_avg_sq"][self.owned].to(dev)}
-        rng = tensors.get(f"rng.{self.info.rank}")
-        if rng is not None and int(meta.get("world_size", "1")) == self.info.world:
-            self.gen.set_state(rng)
-        else:
-            self.gen.manual_seed(self.cfg.train.seed * 1000 + 17 + self.info.rank + int(meta.get("step", "0")))
-        self.step = int(meta.get("step", "0"))
-        self.bad_steps_total = int(meta.get("bad_steps", "0"))
-        self.elapsed_before = float(meta.get("elapsed_s", "0"))
-        if self.info.main:  # drop log lines written after the checkpoint (their work is lost)
-            recs = [r for r in read_log(self.run.log) if int(r.get("step", 0)) <= self.step]
-            from .formats import atomic_write_bytes
-
-            atomic_write_bytes(self.run.log, "".join(json.dumps(r) + "\n" for r in recs).encode())
+        self.step, self.bad_steps_total, self.elapsed_before = resumed.step, resumed.bad_steps, resumed.elapsed_s
 
     def write_preview(self, n_images: int = 4) -> Path:
         """A grid PNG: training photos | reconstructions | a novel view (yaw +30 degrees) of the same latents."""

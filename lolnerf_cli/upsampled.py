@@ -43,13 +43,14 @@ def synth_seed(data_dir: Path) -> int | None:
     return seed
 
 
-def upsampled_section(ev, folder: Path, scale: int, figure_path: Path | None = None) -> dict[str, Any] | None:
+def upsampled_section(ev, folder: Path, objects: list, scale: int,
+                      figure_path: Path | None = None) -> dict[str, Any] | None:
     """Score every novel view of `folder` rendered at scale x the training resolution, and a bicubic
     upsample of the same view rendered at the training resolution, against synth's exact ground truth.
-    `ev` is the running Evaluator (its inversions and camera alignment are reused). None when the
-    dataset is not synthetic."""
+    `ev` is the running Evaluator, `objects` the novel section's (eval_inputs.NovelObject, loaded and with
+    their cameras in the model's frame); its inversions are reused. None when the dataset is not synthetic."""
     from . import synth
-    from .evaluate import _novel_objects, _summary
+    from .eval_scoring import summary
     from .images import save_png
     from .metrics import psnr
     from .render import render_image
@@ -57,14 +58,6 @@ def upsampled_section(ev, folder: Path, scale: int, figure_path: Path | None = N
     seed = synth_seed(ev.data_dir)
     if seed is None:
         return None
-    objects = _novel_objects(folder)
-    for obj in objects:
-        obj.query.load(folder)
-        for v in obj.views:
-            v.load(folder, mask_required=True)
-    if ev.frames_for(folder) == "query":
-        for obj in objects:
-            ev.align_object(folder, obj)
     lat = ev.invert([o.query for o in objects], "query")
     big = ev.res * scale
     rows, tiles = [], []
@@ -94,9 +87,9 @@ def upsampled_section(ev, folder: Path, scale: int, figure_path: Path | None = N
                     tiles.append(np.concatenate([up * black, fine * black, truth.rgb * black], axis=1))
                 task.advance(1, psnr=row["render_psnr"])
     section: dict[str, Any] = {"scale": scale, "resolution": big, "views": len(rows), "masked": True,
-                               "render_psnr": _summary(rows, "render_psnr"),
-                               "bicubic_psnr": _summary(rows, "bicubic_psnr"),
-                               "gain_db": _summary(rows, "gain_db"),
+                               "render_psnr": summary(rows, "render_psnr"),
+                               "bicubic_psnr": summary(rows, "bicubic_psnr"),
+                               "gain_db": summary(rows, "gain_db"),
                                "render_at_least_bicubic": bool(rows) and
                                float(np.mean([r["render_psnr"] for r in rows])) >=
                                float(np.mean([r["bicubic_psnr"] for r in rows])),

@@ -164,7 +164,7 @@ def test_table_printed(evaluated):
 # ----------------------------------------------------------------------------------------- the measurements
 def test_perfect_prediction_scores_maximal():
     from lolnerf_cli import metrics
-    from lolnerf_cli.evaluate import _Scorer
+    from lolnerf_cli.eval_scoring import Scorer as _Scorer
 
     rng = np.random.default_rng(0)
     img = rng.random((32, 32, 3)).astype(np.float32)
@@ -184,7 +184,7 @@ def test_lpips_measured_when_a_weights_file_exists(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from lolnerf_cli import metrics
-    from lolnerf_cli.evaluate import _Scorer
+    from lolnerf_cli.eval_scoring import Scorer as _Scorer
 
     gen = torch.Generator().manual_seed(0)
     weights = {k: torch.rand(shape, generator=gen) * 0.1 for k, shape in metrics.LPIPS_TENSORS.items()}
@@ -221,7 +221,9 @@ def test_depth_of_a_perfect_prediction(tmp_path):
     from scipy.ndimage import map_coordinates
 
     from lolnerf_cli import metrics
-    from lolnerf_cli.evaluate import Evaluator, _nearest_resample, _novel_objects, _true_depth
+    from lolnerf_cli.eval_inputs import novel_objects as _novel_objects, true_depth as _true_depth
+    from lolnerf_cli.eval_scoring import nearest_resample as _nearest_resample
+    from lolnerf_cli.eval_sections import depth_row
     from lolnerf_cli.synth import synthesize
 
     synthesize(tmp_path / "d", n=1, resolution=64, holdout=2, views=1, seed=0)
@@ -230,7 +232,7 @@ def test_depth_of_a_perfect_prediction(tmp_path):
         obj.query.load(folder)
         pred = _nearest_resample(_true_depth(folder, obj.query), 32)
         fake = types.SimpleNamespace(res=32, render_depth=lambda z, cam: pred)
-        row = Evaluator._depth_row(fake, folder, folder / "transforms.json", obj, None)
+        row = depth_row(fake, folder, folder / "transforms.json", obj, None)
         uv = np.asarray(obj.query.frame.extra["keypoints_uv"]) * 0.5          # 64 px -> 32 px
         z_true = np.asarray(obj.query.frame.extra["keypoints_z"])
         expect = map_coordinates(pred, [uv[:, 1] - 0.5, uv[:, 0] - 0.5], order=1)
@@ -247,7 +249,7 @@ def test_depth_of_a_perfect_prediction(tmp_path):
 
 def test_heldout_cameras_from_landmarks(tiny_run, tmp_path):
     """A held-out folder with landmarks.json but no transforms.json: cameras are fitted to RUN/keypoints.json."""
-    from lolnerf_cli.evaluate import _heldout_items
+    from lolnerf_cli.eval_inputs import heldout_items as _heldout_items
     from lolnerf_cli.model import load_model
 
     folder = tmp_path / "held"
@@ -400,7 +402,8 @@ def fitted_run(tmp_path_factory):
 
 
 def _aligned_objects(fitted_run, folder=None, frames="auto"):
-    from lolnerf_cli.evaluate import EvalOptions, Evaluator, _novel_objects
+    from lolnerf_cli.eval_inputs import novel_objects as _novel_objects
+    from lolnerf_cli.evaluate import EvalOptions, Evaluator
 
     folder = folder or fitted_run.holdout
     ev = Evaluator(fitted_run.data, fitted_run.run, EvalOptions(device="cpu", frames=frames))
