@@ -15,7 +15,8 @@ The trained GLO model stays frozen. Every step draws a batch of photos from a mi
     alpha + the model's own background, and composited over a fresh background every time it is drawn
     (the model's own, a flat colour or a two-colour gradient): the backgrounds are unlimited even
     where the renders are not.
-(c) "self-consistency": the latent and camera the encoder predicts for the first `sc_images` photos of
+(c) "self-consistency" (off unless --mix lists it: in docs/encoder.md's A/B it cost 2.2x the CPU time
+    and did not improve the encoder): the latent and camera the encoder predicts for the first `sc_images` photos of
     the batch are rendered through the frozen model on `sc_rays` random pixels each and compared with
     the input: RGB L2 on the object's pixels where a mask exists (all pixels otherwise) plus the
     training mask loss on opacity. Gradients flow through the renderer into the predicted latent and
@@ -55,6 +56,7 @@ TRAINER_FILE = "encoder_trainer.safetensors"
 LOG_FILE = "encoder_log.jsonl"
 TRAINER_FORMAT = "lolnerf-encoder-trainer"
 PARTS = ("photos", "renders", "self-consistency")
+SC_WEIGHT = 1.0                 # weight of (c) when --mix lists it
 
 
 @dataclass
@@ -64,7 +66,7 @@ class EncoderTrainConfig:
     photo_fraction: float = 0.5   # share of the batch from (a) when (b) is on too
     use_photos: bool = True       # (a)
     use_renders: bool = True      # (b)
-    sc_weight: float = 1.0        # (c); 0 turns it off
+    sc_weight: float = 0.0        # (c); 0 is off (the default: docs/encoder.md's A/B), --mix ...,self-consistency: 1
     sc_images: int = 8            # photos of each batch rendered for (c)
     sc_rays: int = 64             # random pixels of each of them
     pool: int = 128               # (b) renders kept
@@ -110,7 +112,7 @@ def parse_mix(text: str) -> dict:
     if bad or not parts:
         raise InputError("--mix", f"lists {bad or 'nothing'}; choose from {', '.join(PARTS)}")
     return {"use_photos": "photos" in parts, "use_renders": "renders" in parts,
-            "sc_weight": None if "self-consistency" in parts else 0.0}
+            "sc_weight": SC_WEIGHT if "self-consistency" in parts else 0.0}
 
 
 # ----------------------------------------------------------------------------------------- backgrounds

@@ -14,7 +14,8 @@ from use_models import error_line, invoke, tiny_run
 
 
 def _small_training(**kw):
-    base = dict(pool=4, refresh_every=2, batch=4, sc_images=2, sc_rays=16, log_every=1, checkpoint_every=100)
+    base = dict(pool=4, refresh_every=2, batch=4, sc_weight=1.0, sc_images=2, sc_rays=16, log_every=1,
+                checkpoint_every=100)
     base.update(kw)
     return base
 

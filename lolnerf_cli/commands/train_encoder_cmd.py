@@ -15,7 +15,7 @@ def train_encoder(
     mix: Optional[str] = typer.Option(None, "--mix", help="Training data, comma-separated subset of: photos (the run's training photos, "
                                                           "their latent rows and cameras as targets), renders (the frozen model at sampled "
                                                           "latents and cameras, exact targets), self-consistency (render the prediction, "
-                                                          "compare with the input). Default: all three."),
+                                                          "compare with the input; 2x the CPU time). Default: photos,renders (docs/encoder.md)."),
     pool: Optional[int] = typer.Option(None, "--pool", min=1, help="Renders of the frozen model kept for training (default 128)."),
     refresh_every: Optional[int] = typer.Option(None, "--refresh-every", min=0, help="Steps between replacing one pooled render (default 10; 0: never)."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Photos per step (default 32)."),
