@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from use_models import error_line, invoke, tiny_run
 
