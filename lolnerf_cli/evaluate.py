@@ -13,6 +13,9 @@ Four sections, each written to metrics.json only when its inputs exist:
 - depth (Table 4, 3DFAW-style): the rendered depth of each query view at the object's 3D keypoints
   against their true depth (Pearson correlation per object), plus dense depth errors where true depth
   maps exist.
+- encoder (when RUN/encoder.safetensors exists; encoder_eval.py): the held-out and novel-view scores of
+  the encoder's answer alone and of it plus `encoder_steps` optimisation steps, camera rotation errors,
+  time per photo.
 
 Camera frames (`frames` option): "query" places each object's query camera in the model's frame by
 its landmarks and the other views relative to it; "as-given" uses the folder's cameras unchanged (right
@@ -71,6 +74,7 @@ class EvalOptions:
     figure_rows: int = 3            # figure rows per kind (novel-view objects, training images)
     frames: str = "auto"            # camera frame of held-out / novel cameras: auto, as-given or query
     upsample: int = 0               # >= 2: also score novel views rendered this many times finer (synth data)
+    encoder_steps: int = 30         # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
 
 
 @dataclass
@@ -203,6 +207,12 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
         up_fig = fig_path.with_name(fig_path.name.replace(FIGURE_SUFFIX, f"_upsampled{FIGURE_SUFFIX}")) \
             if fig_path is not None else None
         sections.append(NovelSection(novel, opt.upsample, up_fig))
+    from .encoder import has_encoder
+
+    if has_encoder(run_dir) and (heldout is not None or novel is not None):
+        from .encoder_eval import EncoderSection
+
+        sections.append(EncoderSection(heldout, novel, opt.encoder_steps))
     # every section's inputs are read and checked before any rendering: a wrong folder fails in a second
     frames = {"option": opt.frames, "training_cameras": "fit-cameras" if ev.training_fitted else "given",
               "novel": None, "heldout": None}

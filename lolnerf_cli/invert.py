@@ -38,7 +38,7 @@ class InvertResult:
     latents: torch.Tensor                  # [N, D] fitted latents (CPU)
     psnr: list[float]                      # final reconstruction PSNR per photo (dB, at the fitting resolution)
     loss_history: list[float]              # total loss per step (mean over groups)
-    psnr_init: list[float] = field(default_factory=list)      # PSNR of the mean latent, before fitting
+    psnr_init: list[float] = field(default_factory=list)      # PSNR of the starting latent, before fitting
     cameras: list[Camera] = field(default_factory=list)       # the (refined) cameras at the fitting resolution
     targets: list[np.ndarray] = field(default_factory=list)   # the photos as fitted, float [H, W, 3]
     renders: list[np.ndarray] = field(default_factory=list)   # final reconstructions, float [H, W, 3]
@@ -103,37 +103,41 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks: list[np.ndarray | None],
                   steps: int = INVERT_STEPS, resolution: int | None = None, lr: float = INVERT_LR,
                   progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
-                  rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True) -> InvertResult:
+                  rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True,
+                  z_init: torch.Tensor | None = None) -> InvertResult:
     """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
 
     Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
-    resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed."""
+    resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed.
+    z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
+    steps 0 returns the start unchanged (rendered and measured)."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to invert")
     if len(cameras) != n:
         raise ValueError("one camera per image")
-    if steps < 1:
+    if steps < (0 if z_init is not None else 1):
         raise InputError("--steps", "must be at least 1")
     res = int(resolution or loaded.cfg.train.resolution)
     device = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, device)
     targets, masks_f, cams = _prepare(images, cameras, masks, res)
     z_mean = loaded.latents.detach().float().mean(0)
+    z_start = (z_mean[None].expand(n, -1) if z_init is None else z_init.detach().float().to(device)).clone()
     p = min(int(rays_per_image), res * res)
     group = max(1, MAX_RAYS_PER_STEP // p)
     pr = or_silent(progress)
 
-    z_out = torch.empty(n, z_mean.shape[0])
+    z_out = z_start.cpu().clone()
     out_cams: list[Camera] = list(cams)
     history = np.zeros(steps)
     gen = torch.Generator().manual_seed(int(seed))
     total_steps = steps * math.ceil(n / group)
     with pr.task("inverting", total=total_steps) as task:
-        for g0 in range(0, n, group):
+        for g0 in range(0, n if steps > 0 else 0, group):
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
-                                                [cams[i] for i in idx], z_mean, steps, lr, refine_camera, p,
+                                                [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
                                                 precision, gen, task)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
@@ -144,7 +148,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     with pr.task("measuring", total=n) as task:
         for i in range(n):
             if measure_init:
-                psnr_init.append(_psnr(_render_full(loaded, z_mean, cams[i], precision), targets[i]))
+                psnr_init.append(_psnr(_render_full(loaded, z_start[i], cams[i], precision), targets[i]))
             rec = _render_full(loaded, z_out[i].to(device), out_cams[i], precision)
             renders.append(rec)
             psnr.append(_psnr(rec, targets[i]))
@@ -152,7 +156,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     return InvertResult(z_out, psnr, [float(v) for v in history], psnr_init, out_cams, targets, renders)
 
 
-def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p, precision, gen, task):
+def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task):
     """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
 
@@ -169,7 +173,7 @@ def _fit_group(loaded, targets, masks, cams, z_mean, steps, lr, refine_camera, p
     c2w0 = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32, device=device)    # [G, 4, 4]
     intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=device)
 
-    z = torch.nn.Parameter(z_mean.to(device)[None].repeat(g, 1))                               # [G, D]
+    z = torch.nn.Parameter(z0.to(device).clone())                                              # [G, D]
     params = [{"params": [z], "lr": lr}]
     rot = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
     trans = torch.zeros(g, 3, device=device, requires_grad=refine_camera)

@@ -14,10 +14,13 @@ from ..errors import InputError, LolnerfError
 DEMO_STEPS = 1000     # training steps of the demo (a few minutes on 2 CPU cores)
 DEMO_N = 300          # synthetic training photos
 DEMO_RES = 32         # pixels
+DEMO_ENCODER_STEPS = 300   # encoder training steps (small encoder: --width 16, a pool of 32 renders)
 
 
-def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[str, list[str]]]:
+def demo_commands(out: Path, steps: int, n: int, resolution: int,
+                  encoder_steps: int = DEMO_ENCODER_STEPS) -> list[tuple[str, list[str]]]:
     data, run = out / "data", out / "run"
+    query = str(data / "holdout" / "images" / "h0000_q.png")
     return [
         (f"make a synthetic photo collection ({n} single views of face-like objects + 3 held-out objects)",
          ["synth", str(data), "--n", str(n), "--resolution", str(resolution), "--holdout", "3"]),
@@ -30,9 +33,15 @@ def demo_commands(out: Path, steps: int, n: int, resolution: int) -> list[tuple[
          ["render", "--model", str(run), "--index", "0", "--orbit", "--out", str(out / "orbit.mp4"),
           "--resolution", "96", "--frames", "24"]),
         ("lift a held-out photo into 3D (camera fitted from its landmarks, then inversion)",
-         ["invert", str(data / "holdout" / "images" / "h0000_q.png"), "--model", str(run),
+         ["invert", query, "--model", str(run),
           "--landmarks", str(data / "holdout" / "landmarks.json"), "--out", str(out / "inverted.safetensors"),
           "--steps", "100"]),
+        ("train a small encoder on the frozen model (a photo's latent and camera in one pass)",
+         ["train-encoder", "--model", str(run), "--steps", str(encoder_steps), "--width", "16", "--pool", "32"]),
+        ("lift the same photo with the encoder alone (no landmarks, no camera)",
+         ["invert", query, "--model", str(run), "--out", str(out / "inverted_encoder.safetensors"), "--steps", "0"]),
+        ("... and with the encoder's answer as the start of 30 optimisation steps (hybrid)",
+         ["invert", query, "--model", str(run), "--out", str(out / "inverted_hybrid.safetensors"), "--steps", "30"]),
         ("render the inverted latent from new viewpoints, with depth",
          ["render", "--model", str(run), "--latent", str(out / "inverted.safetensors"), "--orbit", "--frames", "8",
           "--resolution", "64", "--out", str(out / "novel_views"), "--depth"]),
@@ -51,12 +60,13 @@ def demo(
     steps: int = typer.Option(DEMO_STEPS, "--steps", min=1, help="Training steps."),
     n: int = typer.Option(DEMO_N, "--n", min=8, help="Synthetic training photos."),
     resolution: int = typer.Option(DEMO_RES, "--resolution", min=16, help="Image size in pixels."),
+    encoder_steps: int = typer.Option(DEMO_ENCODER_STEPS, "--encoder-steps", min=1, help="Encoder training steps."),
 ):
     """Run the whole pipeline end to end on built-in synthetic data (a few minutes on a laptop CPU)."""
     if out.exists() and any(out.iterdir()):
         raise InputError(out, "already exists and is not empty; remove it or pass another --out")
     t_all = time.time()
-    cmds = demo_commands(out, steps, n, resolution)
+    cmds = demo_commands(out, steps, n, resolution, encoder_steps)
     for i, (what, args) in enumerate(cmds, 1):
         heading(f"{i}/{len(cmds)}: {what}")
         console.print(f"$ lolnerf {shlex.join(args)}", markup=False, highlight=False)
@@ -70,8 +80,10 @@ def demo(
     for name, what in [("data/", "the synthetic dataset (images, masks, landmarks, fitted cameras)"),
                        ("run/", "the trained model, log.jsonl and previews/latest.png"),
                        ("orbit.mp4", "an orbit video of training image 0"),
-                       ("inverted_preview.png", "input | reconstruction | novel view of a held-out photo"),
+                       ("inverted_preview.png", "input | reconstruction | novel view of a held-out photo (landmarks + 100 steps)"),
+                       ("inverted_encoder_preview.png", "the same photo through the encoder alone (run/encoder.safetensors)"),
+                       ("inverted_hybrid_preview.png", "the encoder's answer + 30 optimisation steps"),
                        ("novel_views/, novel_views_depth/", "that photo from 8 new viewpoints, and their depth"),
                        ("samples/grid.png", "9 new identities"),
-                       ("metrics.json, metrics_figure.png", "the evaluation")]:
+                       ("metrics.json, metrics_figure.png", "the evaluation (its encoder section: encoder alone and hybrid)")]:
         console.print(f"  {out}/{name:<34} {what}", markup=False)

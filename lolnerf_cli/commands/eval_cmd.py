@@ -35,6 +35,8 @@ def evaluate(
                                                              "than the training photos and score it, and a bicubic "
                                                              "upsample of the training-size render, against exact "
                                                              "ground truth (lolnerf synth datasets; 0: off)."),
+    encoder_steps: int = typer.Option(30, "--encoder-steps", min=1, help="With RUN/encoder.safetensors: optimisation "
+                                                                         "steps of the hybrid answer (encoder + steps)."),
 ):
     """Measure reconstruction, held-out, novel-view and depth quality the way the paper does."""
     from ..evaluate import EvalOptions, evaluate as run_eval
@@ -44,7 +46,7 @@ def evaluate(
 
         raise InputError("--upsample", "must be 0 (off) or at least 2")
     opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
-                       frames=frames, upsample=upsample)
+                       frames=frames, upsample=upsample, encoder_steps=encoder_steps)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:
@@ -95,7 +97,27 @@ def print_tables(m: dict) -> None:
                   f"{up['resolution']} px")
         t.add_row(f"novel (mask) at {up['scale']}x: bicubic", str(up["views"]), _cell(up["bicubic_psnr"]), "", "",
                   "(baseline)")
+    enc = m.get("encoder")
+    if enc and "ms_per_photo" in enc:
+        steps = enc["hybrid_steps"]
+        for key, label in (("heldout", "held-out"), ("novel", "novel (mask)")):
+            sec = enc.get(key)
+            for way, name in (("encoder", "encoder only"), ("hybrid", f"encoder + {steps} steps")):
+                if sec:
+                    s = sec[way]
+                    t.add_row(f"{label}: {name}", str(sec["count"]), _cell(s.get("psnr")), _cell(s.get("ssim"), 3),
+                              _cell(s.get("lpips"), 3),
+                              _cell(s.get("psnr_masked")) if "psnr_masked" in s else "(masked)")
     console.print(t)
+    if enc and "ms_per_photo" in enc:
+        ms, cam = enc["ms_per_photo"], enc.get("camera") or {}
+        line = f"encoder: {ms['encoder_median']:.1f} ms per photo (median, batch of 1, {ms['photos']} photos)"
+        r, lr = cam.get("rotation_error_deg"), cam.get("landmark_rotation_error_deg")
+        if r:
+            line += f"; camera rotation error {r['median']:.2f} deg median ({r['count']} photos)"
+        if lr:
+            line += f", landmark-fitted camera {lr['median']:.2f} deg"
+        console.print(line)
     if up and "unavailable" in up:
         console.print(f"novel views at another resolution: {up['unavailable']}")
     d = m.get("depth")

@@ -1,0 +1,200 @@
+"""The encoder (#14): shapes and camera parameterisation, train-encoder with exact resume, invert through
+the encoder (no landmarks, no face) end to end through the CLI, bad encoder files, the eval section."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from use_models import error_line, invoke, tiny_run
+
+
+def _small_training(**kw):
+    base = dict(pool=4, refresh_every=2, batch=4, sc_weight=1.0, sc_images=2, sc_rays=16, log_every=1,
+                checkpoint_every=100)
+    base.update(kw)
+    return base
+
+
+@pytest.fixture(scope="module")
+def enc_run(tmp_path_factory):
+    """A copy of the shared tiny run with a briefly trained encoder."""
+    from lolnerf_cli.encoder_train import train_encoder
+
+    tiny = tiny_run(tmp_path_factory)
+    run = tmp_path_factory.mktemp("enc") / "run"
+    shutil.copytree(tiny.run, run)
+    train_encoder(run, steps=3, device="cpu", **_small_training())
+    tiny.enc_run = run
+    return tiny
+
+
+# ----------------------------------------------------------------------------------------- the network
+def test_encoder_shapes_rotations_and_mean_start():
+    from lolnerf_cli.cameras import look_at, spherical_eye
+    from lolnerf_cli.encoder import EncoderConfig, ImageEncoder, c2w_from_params, camera_params
+
+    torch.manual_seed(0)
+    enc = ImageEncoder(EncoderConfig(resolution=32, latent_dim=16, width=8, hidden=32)).eval()
+    eyes = spherical_eye(np.array([-20.0, 0.0, 25.0]), np.array([5.0, -3.0, 0.0]), np.array([2.5, 2.7, 3.0]))
+    c2w = torch.tensor(look_at(eyes))
+    latents = torch.randn(10, 16) * 0.3 + 1.0
+    enc.set_statistics(latents, c2w)
+    z, rot, abd = enc(torch.rand(2, 3, 32, 32))
+    assert z.shape == (2, 16) and rot.shape == (2, 3, 3) and abd.shape == (2, 3)
+    eye = torch.eye(3).expand(2, 3, 3)
+    assert torch.allclose(rot.transpose(1, 2) @ rot, eye, atol=1e-5)
+    assert torch.allclose(torch.det(rot), torch.ones(2), atol=1e-5)
+    # the head starts near zero: the answer is close to the table's mean and the mean camera
+    assert (z - latents.mean(0)).abs().max() < 0.5 * latents.std(0).max() + 0.1
+    # camera parameters are an exact round trip
+    r, p = camera_params(c2w)
+    assert torch.allclose(c2w_from_params(r, p), c2w, atol=1e-9)
+    assert torch.allclose(p[:, :2], torch.zeros(3, 2, dtype=p.dtype), atol=1e-9)    # look-at: origin on axis
+    assert torch.allclose(p[:, 2].exp(), torch.tensor([2.5, 2.7, 3.0], dtype=p.dtype))
+
+
+def test_encode_returns_cameras_at_the_encoder_resolution():
+    from lolnerf_cli.encoder import EncoderConfig, ImageEncoder, encode
+
+    enc = ImageEncoder(EncoderConfig(resolution=16, latent_dim=8, width=4, hidden=16, fov=30.0)).eval()
+    z, cams = encode(enc, [np.zeros((40, 30, 3), np.uint8), np.full((16, 16, 3), 200, np.uint8)])
+    assert z.shape == (2, 8) and len(cams) == 2
+    assert cams[0].w == cams[0].h == 16 and cams[0].fx == pytest.approx(8 / np.tan(np.radians(15)))
+    with pytest.raises(ValueError):
+        encode(enc, [np.zeros((16, 16), np.uint8)])
+
+
+# ----------------------------------------------------------------------------------------- training
+def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
+    from lolnerf_cli.encoder_train import train_encoder
+    from lolnerf_cli.formats import load_safetensors, read_log
+
+    tiny = tiny_run(tmp_path_factory)
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny.run, a)
+    shutil.copytree(tiny.run, b)
+    train_encoder(a, steps=4, device="cpu", **_small_training())
+    from lolnerf_cli.encoder_train import EncoderTrainConfig, EncoderTrainer
+
+    EncoderTrainer(b, EncoderTrainConfig(steps=4, **_small_training()), device="cpu").fit(stop_at=2)
+    assert load_safetensors(b / "encoder.safetensors")[1]["step"] == "2"
+    train_encoder(b, resume=True, device="cpu")
+    ta, ma = load_safetensors(a / "encoder.safetensors")
+    tb, mb = load_safetensors(b / "encoder.safetensors")
+    assert ma["step"] == mb["step"] == "4"
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+    # the render pool was refreshed on the way (refresh_every=2) and travels in the checkpoint
+    pa, _ = load_safetensors(a / "encoder_trainer.safetensors")
+    pb, _ = load_safetensors(b / "encoder_trainer.safetensors")
+    assert torch.equal(pa["pool.fg"], pb["pool.fg"]) and pa["pool.z"].shape[0] == 4
+    assert [r["step"] for r in read_log(b / "encoder_log.jsonl")] == [1, 2, 3, 4]
+    rec = read_log(a / "encoder_log.jsonl")[-1]
+    for key in ("loss", "loss_latent", "loss_rotation", "loss_position", "loss_self", "rotation_error_deg"):
+        assert np.isfinite(rec[key]), key
+
+
+def test_train_encoder_cli_refuses_to_overwrite_and_bad_mix(enc_run):
+    r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--steps", "1"])
+    assert r.exit_code == 2 and "--resume" in error_line(r)
+    r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--mix", "photos,bogus"])
+    assert r.exit_code == 2 and "--mix" in error_line(r) and "bogus" in error_line(r)
+
+
+def test_self_consistency_alone_is_refused():
+    from lolnerf_cli.encoder_train import EncoderTrainConfig, parse_mix
+    from lolnerf_cli.errors import InputError
+
+    cfg = EncoderTrainConfig(**{k: v for k, v in parse_mix("self-consistency").items() if v is not None})
+    with pytest.raises(InputError, match="--mix"):
+        cfg.check()
+
+
+# ----------------------------------------------------------------------------------------- invert
+def _faceless_photo(tmp_path, enc_run) -> "Path":
+    """A held-out synth photo in a folder of its own: no landmarks, no masks, no cameras, no face to find."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    src = enc_run.holdout / "images" / "h0000_q.png"
+    dst = folder / "thing.png"
+    shutil.copy(src, dst)
+    return dst
+
+
+def test_invert_with_encoder_only_needs_no_landmarks(tmp_path, enc_run):
+    from lolnerf_cli.formats import load_latents
+
+    photo = _faceless_photo(tmp_path, enc_run)
+    out = tmp_path / "z.safetensors"
+    r = invoke(["invert", str(photo), "--model", str(enc_run.enc_run), "--out", str(out), "--steps", "0"])
+    assert r.exit_code == 0, r.stderr
+    z, sources, meta = load_latents(out)
+    assert z.shape[0] == 1 and sources == [str(photo)]
+    assert (tmp_path / "z_preview.png").is_file()
+    assert "camera: encoder" in r.stdout and "PSNR" in r.stdout and "encoder" in r.stdout
+    # hybrid: a few steps from the encoder's answer
+    out2 = tmp_path / "z2.safetensors"
+    r = invoke(["invert", str(photo), "--model", str(enc_run.enc_run), "--out", str(out2), "--steps", "3"])
+    assert r.exit_code == 0, r.stderr
+    z2, _, _ = load_latents(out2)
+    assert not torch.equal(z, z2)
+
+
+def test_steps_zero_without_an_encoder_is_refused(tmp_path, enc_run):
+    photo = _faceless_photo(tmp_path, enc_run)
+    r = invoke(["invert", str(photo), "--model", str(enc_run.run), "--out", str(tmp_path / "z.safetensors"),
+                "--steps", "0", "--camera", str(enc_run.holdout / "transforms.json")])
+    assert r.exit_code == 2 and "--steps" in error_line(r)
+
+
+@pytest.mark.parametrize("damage", ["hash", "truncated", "foreign", "not-an-image"])
+def test_bad_encoder_files_and_photos_are_one_line_exit_2(tmp_path, enc_run, damage):
+    from lolnerf_cli.formats import load_safetensors, save_safetensors
+
+    run = tmp_path / "run"
+    shutil.copytree(enc_run.enc_run, run)
+    photo = _faceless_photo(tmp_path, enc_run)
+    enc = run / "encoder.safetensors"
+    if damage == "hash":
+        t, m = load_safetensors(enc)
+        save_safetensors(enc, t, {**m, "model_hash": "0123456789abcdef"})
+        expect = "0123456789abcdef"
+    elif damage == "truncated":
+        data = enc.read_bytes()
+        enc.write_bytes(data[: len(data) // 2])
+        expect = "safetensors"
+    elif damage == "foreign":
+        shutil.copy(run / "model.safetensors", enc)
+        expect = "not a lolnerf encoder"
+    else:
+        photo.write_text("this is not a picture")
+        expect = str(photo)
+    r = invoke(["invert", str(photo), "--model", str(run), "--out", str(tmp_path / "z.safetensors"), "--steps", "0"])
+    assert r.exit_code == 2, r.stdout + r.stderr
+    line = error_line(r)
+    assert expect in line
+    if damage != "not-an-image":
+        assert str(enc) in line
+
+
+# ----------------------------------------------------------------------------------------- eval
+def test_eval_has_an_encoder_section(tmp_path, enc_run):
+    from lolnerf_cli.evaluate import EvalOptions, evaluate
+
+    res = evaluate(enc_run.data, enc_run.enc_run, tmp_path / "m.json",
+                   options=EvalOptions(subset=2, invert_steps=2, device="cpu", encoder_steps=2), figure=False)
+    sec = res.metrics["encoder"]
+    assert sec["hybrid_steps"] == 2
+    for part in ("heldout", "novel"):
+        for way in ("encoder", "hybrid"):
+            assert np.isfinite(sec[part][way]["psnr"]["mean"]), (part, way)
+            assert sec[part][way]["ssim"] is not None
+    assert sec["novel"]["count"] == sum(1 for _ in sec["novel"]["views"]) > 0
+    assert sec["ms_per_photo"]["encoder_median"] > 0 and sec["ms_per_photo"]["photos"] == 2   # queries = held-out
+    # synth's held-out cameras are in the model's frame (true cameras): the rotation error is reported
+    assert sec["camera"]["rotation_error_deg"]["count"] == 2
+    assert 0 <= sec["camera"]["rotation_error_deg"]["median"] <= 180
