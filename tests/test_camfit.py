@@ -14,7 +14,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
-from lolnerf_cli import camfit, commands  # noqa: F401 - registers the subcommands
+from lolnerf_cli import camfit, camfit_solver, commands  # noqa: F401 - registers the subcommands
 from lolnerf_cli.app import app
 from lolnerf_cli.cameras import focal_from_fov, look_at, project, spherical_eye
 from lolnerf_cli.formats import (FACE5_NAMES, Keypoints, LandmarkFrame, Landmarks, read_keypoints,
@@ -26,7 +26,7 @@ RES = 256
 # ----------------------------------------------------------------------------------------- synthetic data
 def face_like(rng: np.random.Generator, jitter: float = 0.015) -> np.ndarray:
     """A random face5 shape near the template, in some arbitrary similarity frame (fit must not care)."""
-    pts = camfit.FACE5_TEMPLATE + rng.normal(0.0, jitter, (5, 3))
+    pts = camfit_solver.FACE5_TEMPLATE + rng.normal(0.0, jitter, (5, 3))
     rot = Rotation.from_rotvec(rng.normal(0, 0.05, 3)).as_matrix()      # a slightly tilted true frame
     return 1.3 * pts @ rot.T + np.array([0.05, -0.02, 0.03])
 
@@ -78,7 +78,7 @@ def face_fit():
     rng = np.random.default_rng(7)
     kp_true = face_like(rng)
     uv, c2w, f = views(kp_true, 200, rng)
-    sol = camfit.solve_cameras(uv, np.full(200, RES), np.full(200, RES), face5=True)
+    sol = camfit_solver.solve_cameras(uv, np.full(200, RES), np.full(200, RES), face5=True)
     return kp_true, uv, c2w, f, sol
 
 
@@ -105,7 +105,7 @@ def test_face5_object_frame_follows_spec(face_fit):
     assert el[0] < 0 < er[0] and ml[0] < 0 < mr[0]
     assert abs(el[1] - er[1]) < 1e-6 and min(el[1], er[1]) > nose[1] > max(ml[1], mr[1])   # eye line is +X
     assert nose[2] > max(el[2], er[2])                      # the nose sticks out towards +Z
-    assert np.allclose(X, camfit.FACE5_TEMPLATE, atol=0.08)  # scale and offset follow the template
+    assert np.allclose(X, camfit_solver.FACE5_TEMPLATE, atol=0.08)  # scale and offset follow the template
     # cameras: in front of the face (+Z side), upright (camera +Y close to world +Y), looking at it
     c2w_fit = sol.c2w()
     assert (c2w_fit[:, 2, 3] > 0).all()
@@ -122,11 +122,11 @@ def test_generic_scheme_accuracy_and_gauge():
     rng = np.random.default_rng(3)
     kp_true = rng.uniform(-0.5, 0.5, (6, 3))
     uv, c2w, _ = views(kp_true, 150, rng)
-    sol = camfit.solve_cameras(uv, np.full(150, RES), np.full(150, RES), face5=False)
+    sol = camfit_solver.solve_cameras(uv, np.full(150, RES), np.full(150, RES), face5=False)
     err = rotation_errors(sol.c2w(), c2w)
     assert np.median(err) <= 2.0 and np.percentile(err, 90) <= 5.0
     assert np.allclose(sol.X.mean(0), 0, atol=1e-6)
-    assert np.isclose(np.linalg.norm(sol.X, axis=1).max(), camfit.GENERIC_RADIUS)
+    assert np.isclose(np.linalg.norm(sol.X, axis=1).max(), camfit_solver.GENERIC_RADIUS)
     mean_dir = sol.c2w()[:, :3, 3].mean(0)
     assert mean_dir[2] / np.linalg.norm(mean_dir) > 0.95     # the cameras' mean direction is +Z
 
@@ -261,7 +261,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case, expect):
     elif case == "all_flagged":                                     # scrambled landmarks, keypoints given
         rng = np.random.default_rng(0)
         _landmarks_json(tmp_path, [dict(f, points=rng.uniform(0, 64, (5, 2)).tolist()) for f in three])
-        write_keypoints(tmp_path / "kp.json", Keypoints("face5", FACE5_NAMES, camfit.FACE5_TEMPLATE))
+        write_keypoints(tmp_path / "kp.json", Keypoints("face5", FACE5_NAMES, camfit_solver.FACE5_TEMPLATE))
         args += ["--keypoints", tmp_path / "kp.json"]
     res = invoke(args)
     assert res.exit_code == 2, res.output
