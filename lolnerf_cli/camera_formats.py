@@ -193,9 +193,9 @@ def export_jax3d(tf: Transforms) -> dict:
         c2w = np.asarray(fr.c2w, np.float64)
         orient = (c2w[:3, :3] @ OPENCV_TO_OPENGL).T
         out[Path(fr.file_path).name] = {"camera": {
-            "orientation": orient.tolist(), "position": c2w[:3, 3].tolist(), "focal_length": [float(fr.fl_x)],
+            "orientation": orient.tolist(), "position": c2w[:3, 3].tolist(), "focal_length": [float(fr.fx)],
             "principal_point": [float(fr.cx), float(fr.cy)], "image_size": [int(fr.w), int(fr.h)], "skew": [0.0],
-            "pixel_aspect_ratio": [float(fr.fl_y / fr.fl_x)]}}
+            "pixel_aspect_ratio": [float(fr.fy / fr.fx)]}}
     return out
 
 

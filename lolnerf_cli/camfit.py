@@ -46,8 +46,8 @@ import numpy as np
 
 from .camfit_solver import MIN_FRAMES_FOR_SHAPE, landmark_spread, reprojection_errors, solve_cameras, solve_single
 from .errors import InputError
-from .formats import (FACE5_NAMES, Frame, Keypoints, Landmarks, Transforms, dataset, read_keypoints, read_landmarks,
-                      write_keypoints, write_transforms)
+from .formats import (FACE5_NAMES, Frame, Keypoints, Landmarks, Transforms, dataset, name_order, read_keypoints,
+                      read_landmarks, write_keypoints, write_transforms)
 from .progress import Progress
 
 FLAG_FRACTION = 0.15            # flagged when landmark RMSE > this fraction of the landmark spread ...
@@ -108,7 +108,7 @@ def fit_single_camera(points2d: np.ndarray, keypoints3d: np.ndarray, w: int, h: 
         extra["flag_reason"] = (f"the error is over {FLAG_FRACTION:.0%} of the landmarks' own spread "
                                 f"({spread:.1f} px RMS from their centre), so the landmarks do not match the "
                                 f"class's 3D keypoints well")
-    return Frame(file_path, c2w, float(sol.f[0]), float(sol.f[0]), w / 2, h / 2, int(w), int(h), extra)
+    return Frame(c2w, float(sol.f[0]), float(sol.f[0]), w / 2, h / 2, int(w), int(h), file_path, extra)
 
 
 def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: float | None = None,
@@ -151,8 +151,8 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
         extra = {"landmark_rmse_px": round(float(rmse[i]), 4), "flagged": bool(bad[i])}
         if bad[i]:
             flagged.append(fr.file_path)
-        out_frames.append(Frame(fr.file_path, c2w[i], float(sol.f[i]), float(sol.f[i]), fr.w / 2, fr.h / 2,
-                                fr.w, fr.h, extra))
+        out_frames.append(Frame(c2w[i], float(sol.f[i]), float(sol.f[i]), fr.w / 2, fr.h / 2, fr.w, fr.h,
+                                fr.file_path, extra))
     if len(flagged) == len(frames):
         raise InputError(ds.landmarks, f"no frame fits the landmarks well (all {len(frames)} flagged, median RMSE "
                                        f"{np.median(rmse):.1f} px); check the landmarks")
@@ -177,5 +177,4 @@ def _match_names(kp: Keypoints, lm: Landmarks, path: Path) -> np.ndarray:
     """Keypoints reordered to the landmarks' point names."""
     if set(kp.names) != set(lm.names) or len(kp.names) != len(lm.names):
         raise InputError(path, f"names {kp.names} do not match the landmarks' names {lm.names}")
-    order = [kp.names.index(name) for name in lm.names]
-    return kp.points[order]
+    return kp.points[name_order(lm.names, kp.names, path, "the landmarks")]

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .cameras import Camera
 from .errors import InputError
 
 FACE5_NAMES = ["eye_left", "eye_right", "nose_tip", "mouth_left", "mouth_right"]
@@ -359,20 +360,29 @@ def write_keypoints(path: str | Path, kp: Keypoints) -> None:
     write_json(path, kp.to_json())
 
 
+def name_order(names: Sequence[str], available: Sequence[str], where: str | Path, needed_by: str) -> list[int]:
+    """Indices into `available` of each of `names`, in order: points listed under `available` names, indexed
+    with it, come out in `names` order (landmarks in the order of the canonical keypoints, or back). An
+    InputError naming `where` when one of `names` is not available."""
+    available = list(available)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(where, f"has no point named '{missing[0]}', which {needed_by} needs "
+                                f"(its names are {available})")
+    return [available.index(n) for n in names]
+
+
 # ----------------------------------------------------------------------------------------- transforms
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_INTRINSIC_FIELDS = dict(zip(INTRINSIC_KEYS, ("fx", "fy", "cx", "cy", "w", "h")))   # JSON key -> Camera field
 
 
 @dataclass
-class Frame:
-    file_path: str
-    c2w: np.ndarray             # [4, 4] camera-to-world, OpenGL axes
-    fl_x: float
-    fl_y: float
-    cx: float
-    cy: float
-    w: int
-    h: int
+class Frame(Camera):
+    """One frame of transforms.json: a Camera (c2w [4, 4] OpenGL axes; fx, fy are the file's fl_x, fl_y) with
+    its photo's path and any other keys the file gives it."""
+
+    file_path: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -385,9 +395,9 @@ class Transforms:
         out: dict[str, Any] = dict(self.extra)
         if self.frames:
             f0 = self.frames[0]
-            shared = {k: getattr(f0, k) for k in INTRINSIC_KEYS}
+            shared = {k: getattr(f0, _INTRINSIC_FIELDS[k]) for k in INTRINSIC_KEYS}
             for k in INTRINSIC_KEYS:
-                if any(getattr(f, k) != shared[k] for f in self.frames):
+                if any(getattr(f, _INTRINSIC_FIELDS[k]) != shared[k] for f in self.frames):
                     shared.pop(k)
             for k, v in shared.items():
                 out[k] = int(v) if k in ("w", "h") else float(v)
@@ -399,7 +409,8 @@ class Transforms:
                                     "transform_matrix": [[float(c) for c in row] for row in f.c2w]}
             for k in INTRINSIC_KEYS:
                 if k not in shared:
-                    item[k] = int(getattr(f, k)) if k in ("w", "h") else float(getattr(f, k))
+                    v = getattr(f, _INTRINSIC_FIELDS[k])
+                    item[k] = int(v) if k in ("w", "h") else float(v)
             item.update(f.extra)
             frames.append(item)
         out["frames"] = frames
@@ -444,7 +455,7 @@ def read_transforms(path: str | Path, data_root: str | Path | None = None,
         if not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
             raise InputError(path, f"{where} 'transform_matrix' last row must be [0, 0, 0, 1]")
         extra = {k: v for k, v in fr.items() if k not in ("file_path", "transform_matrix", *INTRINSIC_KEYS)}
-        frames.append(Frame(rel, c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], extra))
+        frames.append(Frame(c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], rel, extra))
     _no_duplicates([f.file_path for f in frames], path)
     extra = {k: v for k, v in obj.items() if k not in ("frames", *INTRINSIC_KEYS)}
     return Transforms(frames, extra)

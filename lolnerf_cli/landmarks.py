@@ -351,7 +351,7 @@ def find_landmarks(data: str | Path, masks: bool = False, progress: Progress | N
             if masks:
                 try:
                     m = segment_foreground(rgb)
-                    save_png(ds.mask_for(rel), (m * 255.0 + 0.5).astype(np.uint8))
+                    save_png(ds.mask_for(rel), m)
                     run.masks_written += 1
                 except InputError as exc:
                     run.mask_failed.append({"file_path": rel, "reason": exc.reason})

@@ -14,6 +14,7 @@ import torch
 from .device import autocast, resolve_precision
 from .errors import InputError
 from .formats import atomic_write_bytes
+from .images import to_uint8
 from .progress import Progress, or_silent
 
 MESH_GRID = 128                # grid points per axis
@@ -78,7 +79,7 @@ def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_
             _, rgb = loaded.model.field(p[None], z[None], loaded.model.point_var(p[None], 0.0))  # one "ray" of V samples
         cols.append(rgb[0].float().clamp(0, 1).cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.float32)
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rgb)
 
 
 def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,

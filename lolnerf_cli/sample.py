@@ -42,10 +42,16 @@ def file_row(loaded, path: str | Path, row: int = 0) -> Latent:
     return Latent(z[row].to(loaded.latents.device), f"{path.name}:{row % n} ({sources[row]})")
 
 
+def check_latent_choice(index: int | None, latent_file: str | Path | None, baked: bool = False) -> None:
+    """Exactly one of a table index or a latent file; with `baked` (a baked grid holds its own latent) none
+    is also fine. Commands call it before loading the model."""
+    if (index is not None and latent_file is not None) or (index is None and latent_file is None and not baked):
+        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+
+
 def pick_latent(loaded, index: int | None, latent_file: str | Path | None, row: int = 0) -> Latent:
     """Exactly one of a table index or a latent file (with its row)."""
-    if (index is None) == (latent_file is None):
-        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    check_latent_choice(index, latent_file)
     if index is not None:
         return table_row(loaded, index)
     return file_row(loaded, latent_file, row)

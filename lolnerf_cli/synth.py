@@ -164,10 +164,6 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     formats.atomic_write_bytes(path, buf.getvalue())
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 def _params(n, resolution, holdout, views, seed, complete) -> dict:
     return {"generator": GENERATOR, "version": VERSION, "n": n, "resolution": resolution, "seed": seed,
             "holdout": holdout, "holdout_views": views, "supersample": SUPERSAMPLE, "fov_deg": FOV_DEG,
@@ -177,8 +173,8 @@ def _params(n, resolution, holdout, views, seed, complete) -> dict:
 
 
 def _frame(rel: str, cam: Camera, extra: dict | None = None) -> formats.Frame:
-    return formats.Frame(rel, np.asarray(cam.c2w), float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy),
-                         int(cam.w), int(cam.h), dict(extra or {}))
+    return formats.Frame(np.asarray(cam.c2w), float(cam.fx), float(cam.fy), float(cam.cx), float(cam.cy),
+                         int(cam.w), int(cam.h), rel, dict(extra or {}))
 
 
 def synthesize(out: str | Path, n: int = 200, resolution: int = 64, holdout: int = 0, seed: int = 0,
@@ -206,8 +202,8 @@ def synthesize(out: str | Path, n: int = 200, resolution: int = 64, holdout: int
             obj, cam, bg = train_view(seed, i, resolution)
             r = render_object(obj, cam, background=bg)
             rel = f"images/{i:0{width}d}.png"
-            writer.submit(save_png, out / rel, _to_uint8(r.rgb))
-            writer.submit(save_png, ds.mask_for(rel), _to_uint8(r.alpha))
+            writer.submit(save_png, out / rel, r.rgb)
+            writer.submit(save_png, ds.mask_for(rel), r.alpha)
             uv, _ = project(obj.keypoints, cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy)
             frames.append(_frame(rel, cam))
             lm_frames.append(formats.LandmarkFrame(rel, resolution, resolution, uv, 1.0))
@@ -239,8 +235,8 @@ def _write_holdout(root: Path, m: int, views: int, resolution: int, seed: int, p
                 stem = f"{name}_q" if k == 0 else f"{name}_v{k - 1:02d}"
                 rel = f"images/{stem}.png"
                 r = render_object(obj, cam, background=bg)
-                writer.submit(save_png, root / rel, _to_uint8(r.rgb))
-                writer.submit(save_png, root / "masks" / f"{stem}.png", _to_uint8(r.alpha))
+                writer.submit(save_png, root / rel, r.rgb)
+                writer.submit(save_png, root / "masks" / f"{stem}.png", r.alpha)
                 writer.submit(_save_npy, root / "depth" / f"{stem}.npy", r.depth)
                 uv, z, vis = keypoint_views(obj, cam)
                 frames.append(_frame(rel, cam, {

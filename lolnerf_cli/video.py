@@ -27,6 +27,7 @@ import torch
 from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
 from .errors import InputError
 from .formats import _UMASK, atomic_write_bytes, read_json
+from .images import to_uint8
 from .progress import Progress, or_silent
 
 VIDEO_FPS = 24                 # frames per second of every video written here
@@ -82,7 +83,7 @@ def turned(camera: Camera, yaw_deg: float) -> Camera:
     a = math.radians(yaw_deg)
     rot = np.eye(4)
     rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
-    return Camera(rot @ camera.c2w, camera.fx, camera.fy, camera.cx, camera.cy, camera.w, camera.h)
+    return camera.with_pose(rot @ camera.c2w)
 
 
 # ----------------------------------------------------------------------------------------- depth colours
@@ -109,14 +110,7 @@ def colorize_depth(depth: np.ndarray, near: float | None = None, far: float | No
     t = np.clip((np.where(finite, d, near) - near) / span, 0.0, 1.0)
     rgb = matplotlib.colormaps[cmap](t)[..., :3]
     rgb[~finite] = 0.0
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(rgb)
-    if arr.dtype == np.uint8:
-        return arr
-    return (np.clip(arr, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rgb)
 
 
 # ----------------------------------------------------------------------------------------- writers

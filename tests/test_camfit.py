@@ -163,7 +163,7 @@ def test_given_keypoints_and_focal_are_used(tmp_path):
     err = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
     assert np.median(err) < 2.0
     assert np.median(np.linalg.norm(c2w_fit[:, :3, 3] - c2w[:, :3, 3], axis=1)) < 0.1
-    assert all(fr.fl_x == fr.fl_y == pytest.approx(f[0]) for fr in fit.transforms.frames)
+    assert all(fr.fx == fr.fy == pytest.approx(f[0]) for fr in fit.transforms.frames)
 
 
 def test_fit_single_camera(face_fit):
@@ -175,7 +175,7 @@ def test_fit_single_camera(face_fit):
     assert np.linalg.norm(frame.c2w[:3, 3] - c2w[0, :3, 3]) < 0.15
     assert frame.extra["landmark_rmse_px"] < 1.5 and not frame.extra.get("flagged")
     free = camfit.fit_single_camera(uv[0], kp_true, RES, RES)
-    assert 0.7 < free.fl_x / f[0] < 1.4
+    assert 0.7 < free.fx / f[0] < 1.4
     # landmarks that match no pose of the keypoints (mouth corners swapped): flagged, and the reason
     # names the test against the landmarks' own spread, which is reported too
     bad = uv[0][[0, 1, 2, 4, 3]]
@@ -200,14 +200,14 @@ def test_cli_writes_transforms_and_keypoints(tmp_path):
     assert len(tf.frames) == 300                                   # the failed frame is skipped
     for fr in tf.frames:
         assert set(fr.extra) >= {"landmark_rmse_px", "flagged"}
-        assert fr.cx == RES / 2 and fr.cy == RES / 2 and fr.fl_x == fr.fl_y
+        assert fr.cx == RES / 2 and fr.cy == RES / 2 and fr.fx == fr.fy
     raw = json.loads((tmp_path / "transforms.json").read_text())
     assert raw["frames"][0]["file_path"] == "images/00000.png"
     kp = read_keypoints(tmp_path / "keypoints.json")
     assert kp.names == FACE5_NAMES and np.linalg.norm(kp.points, axis=1).max() < 1
     # the written cameras reproject the keypoints onto the landmarks (SPEC conventions end to end)
     c2w_fit = np.stack([fr.c2w for fr in tf.frames])
-    fl = np.array([fr.fl_x for fr in tf.frames])
+    fl = np.array([fr.fx for fr in tf.frames])
     uv_fit, depth = project(np.broadcast_to(kp.points, (300, 5, 3)), c2w_fit, fl, fl, RES / 2, RES / 2)
     assert (depth > 0).all()
     rmse = np.sqrt(((uv_fit - uv) ** 2).sum(-1).mean(-1))

@@ -227,7 +227,7 @@ def _valid_transforms(tf: Transforms) -> None:
     assert isinstance(tf, Transforms)
     for f in tf.frames:
         assert f.c2w.shape == (4, 4) and np.isfinite(f.c2w).all()
-        assert f.fl_x > 0 and f.fl_y > 0 and math.isfinite(f.cx) and math.isfinite(f.cy)
+        assert f.fx > 0 and f.fy > 0 and math.isfinite(f.cx) and math.isfinite(f.cy)
         assert isinstance(f.w, int) and isinstance(f.h, int) and f.w > 0 and f.h > 0
 
 

@@ -54,7 +54,7 @@ def test_dataset_folder_matches_the_spec(synth_data):
     assert raw["w"] == raw["h"] == SYNTH_RES and "fl_x" in raw       # shared intrinsics at the top level
     f_expected = 0.5 * SYNTH_RES / math.tan(math.radians(synth_scene.FOV_DEG) / 2)
     for f in tf.frames:
-        assert f.fl_x == pytest.approx(f_expected) and f.cx == f.cy == SYNTH_RES / 2
+        assert f.fx == pytest.approx(f_expected) and f.cx == f.cy == SYNTH_RES / 2
 
     kp = formats.read_keypoints(ds.keypoints)
     assert kp.scheme == "face5" and kp.names == formats.FACE5_NAMES and kp.points.shape == (5, 3)
@@ -77,7 +77,7 @@ def test_landmarks_are_the_projected_true_keypoints_on_the_object(synth_data):
     frontal, on_object, total = 0, 0, 0
     for i, (lf, fr) in enumerate(zip(lm.frames, tf.frames)):
         obj = synth_scene.train_object(SYNTH_SEED, i)
-        uv, z = project(obj.keypoints, fr.c2w, fr.fl_x, fr.fl_y, fr.cx, fr.cy)
+        uv, z = project(obj.keypoints, fr.c2w, fr.fx, fr.fy, fr.cx, fr.cy)
         np.testing.assert_allclose(lf.points, uv, atol=2e-3)
         assert (z > 1.5).all()
         assert ((uv > 0) & (uv < SYNTH_RES)).all()
@@ -193,7 +193,7 @@ def test_holdout_depth_is_consistent_with_the_cameras(synth_data):
         depth = np.load(root / "depth" / f"{Path(f.file_path).stem}.npy").astype(np.float64)
         j, i = np.nonzero(np.isfinite(depth))
         z = depth[j, i]
-        d_cam = np.stack([(i + 0.5 - f.cx) / f.fl_x, -(j + 0.5 - f.cy) / f.fl_y, -np.ones_like(z)], axis=1)
+        d_cam = np.stack([(i + 0.5 - f.cx) / f.fx, -(j + 0.5 - f.cy) / f.fy, -np.ones_like(z)], axis=1)
         pts = f.c2w[:3, 3] + (d_cam * z[:, None]) @ f.c2w[:3, :3].T
         assert np.linalg.norm(pts, axis=1).max() < 1.0                # the surface is inside the unit sphere
         assert (z > 1.5).all() and (z < 3.7).all()
@@ -201,7 +201,7 @@ def test_holdout_depth_is_consistent_with_the_cameras(synth_data):
         kz = np.array(f.extra["keypoints_z"])
         vis = np.array(f.extra["keypoints_visible"])
         obj = synth_scene.holdout_object(SYNTH_SEED, int(f.extra["object"][1:]))
-        uv2, z2 = project(obj.keypoints, f.c2w, f.fl_x, f.fl_y, f.cx, f.cy)
+        uv2, z2 = project(obj.keypoints, f.c2w, f.fx, f.fy, f.cx, f.cy)
         np.testing.assert_allclose(uv, uv2, atol=1e-3)
         np.testing.assert_allclose(kz, z2, atol=1e-5)
         for (u, v), zk, ok in zip(uv, kz, vis):

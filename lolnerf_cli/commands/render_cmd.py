@@ -37,12 +37,12 @@ def render(
     """Render a latent from any camera, or as an orbit video."""
     from ..device import pick_device, resolve_precision
     from ..errors import InputError
-    from ..model import load_model
     from ..frames import FrameRenderer
+    from ..model import load_model
+    from ..sample import check_latent_choice
     from ..video import FrameSink, output_kind, read_view, render_sequence, sibling
 
-    if index is not None and latent is not None or (index is None and latent is None and bake is None):
-        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    check_latent_choice(index, latent, baked=bake is not None)
     if exact and (bake is not None or save_bake is not None):
         raise InputError("--exact", "renders through the network; it cannot be combined with --bake or --save-bake")
     if bake is not None and save_bake is not None:
