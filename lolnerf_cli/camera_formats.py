@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import Transforms, _finite_number, _matrix, _shown, read_json
 
 FORMATS = ("auto", "jax3d", "nerfstudio", "colmap-text")
@@ -360,7 +360,7 @@ def read_cameras(path: str | Path, fmt: str = "auto") -> tuple[str, list[SourceC
     """(format, cameras) of a camera file of any supported format."""
     path = Path(path)
     if fmt not in FORMATS:
-        raise InputError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ParamError("fmt", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     obj = None
     if fmt == "auto":
         fmt, obj = detect_format(path)

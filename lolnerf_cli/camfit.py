@@ -45,9 +45,10 @@ from pathlib import Path
 import numpy as np
 
 from .camfit_solver import MIN_FRAMES_FOR_SHAPE, landmark_spread, reprojection_errors, solve_cameras, solve_single
-from .errors import InputError
-from .formats import (FACE5_NAMES, Frame, Keypoints, Landmarks, Transforms, dataset, name_order, read_keypoints,
+from .errors import InputError, ParamError
+from .formats import (FACE5_NAMES, Frame, Keypoints, Landmarks, Transforms, name_order, read_keypoints,
                       read_landmarks, write_keypoints, write_transforms)
+from .folders import dataset
 from .progress import Progress
 
 FLAG_FRACTION = 0.15            # flagged when landmark RMSE > this fraction of the landmark spread ...
@@ -116,9 +117,9 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
                 progress: Progress | None = None, write: bool = True) -> CameraFit:
     """DATA/landmarks.json -> DATA/transforms.json (+ DATA/keypoints.json). See the module docstring."""
     if focal is not None and not (math.isfinite(focal) and focal > 0):
-        raise InputError("--focal", f"must be a positive focal length in pixels, got {focal}")
+        raise ParamError("focal", f"must be a positive focal length in pixels, got {focal}")
     if not (0 < flag_fraction < math.inf):
-        raise InputError("--flag-threshold", f"must be a positive fraction, got {flag_fraction}")
+        raise ParamError("flag_fraction", f"must be a positive fraction, got {flag_fraction}")
     ds = dataset(data)
     if not ds.landmarks.is_file():
         raise InputError(ds.landmarks, "not found; run `lolnerf landmarks DATA` first or supply a landmarks.json")
@@ -133,7 +134,7 @@ def fit_cameras(data: str | Path, keypoints: str | Path | None = None, focal: fl
     frames = lm.frames
     if kp_fixed is None and len(frames) < MIN_FRAMES_FOR_SHAPE:
         raise InputError(ds.landmarks, f"has {len(frames)} frame(s) with landmarks; fitting canonical keypoints "
-                                       f"needs at least {MIN_FRAMES_FOR_SHAPE} (or pass --keypoints)")
+                                       f"needs at least {MIN_FRAMES_FOR_SHAPE} (or give canonical keypoints)")
     if not frames:
         raise InputError(ds.landmarks, "has no frames with landmarks")
     obs = np.stack([f.points for f in frames])

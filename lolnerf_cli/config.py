@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, ParamError
 
 
 @dataclass
@@ -172,7 +172,7 @@ PRESETS = {"tiny": _preset_tiny, "cpu": _preset_cpu, "paper": _preset_paper, "pa
 
 def preset(name: str) -> Config:
     if name not in PRESETS:
-        raise InputError("--preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+        raise ParamError("preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()
 
 

@@ -16,7 +16,8 @@ import torch
 
 from .cameras import Camera
 from .errors import InputError
-from .formats import Frame, dataset, read_json, read_transforms, write_json
+from .formats import Frame, read_json, read_transforms, write_json
+from .folders import dataset
 from .images import load_image, object_mask, resize, to_uint8
 from .progress import Progress, or_silent
 

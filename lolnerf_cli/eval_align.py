@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cameras import Camera
-from .errors import InputError
+from .errors import InputError, ParamError
 from .eval_inputs import Item, NovelObject
 from .formats import Frame, read_transforms
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 EVAL_LANDMARKS_HINT = ("put the photos' 2D landmarks (landmarks.json, docs/landmarks.md) or cameras "
                        "(transforms.json) in the held-out folder")
@@ -36,7 +40,7 @@ def frames_mode(option: str, training_fitted: bool, folder_fitted: bool) -> str:
     """The frames actually used for a folder: "query" (align to the model through the query view) or
     "as-given". auto: "query" exactly when the training cameras were fitted and the folder's are not."""
     if option not in FRAMES_MODES:
-        raise InputError("--frames", f"must be one of {', '.join(FRAMES_MODES)}, got {option!r}")
+        raise ParamError("frames", f"must be one of {', '.join(FRAMES_MODES)}, got {option!r}")
     if option == "auto":
         return "query" if training_fitted and not folder_fitted else "as-given"
     return option
@@ -99,7 +103,7 @@ class FrameAligner:
     per folder (its mode, its landmarks) and per query view (its fitted camera), so the held-out and
     novel sections place the same query view once."""
 
-    def __init__(self, loaded, option: str, training_fitted: bool):
+    def __init__(self, loaded: LoadedModel, option: str, training_fitted: bool):
         frames_mode(option, training_fitted, False)           # a bad option fails here
         self.loaded = loaded
         self.option = option

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cameras import Camera
 from .errors import InputError
-from .formats import Frame, dataset, read_transforms
+from .formats import Frame, read_transforms
+from .folders import dataset
 from .images import load_image, object_mask
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 def mask_for(root: Path, file_path: str, size: int, alpha: np.ndarray | None) -> np.ndarray | None:
     """The object mask at size x size, float [H, W] in [0, 1], the way training reads it:
@@ -52,7 +57,7 @@ class Item:
         return cam
 
 
-def training_items(data_dir: Path, loaded) -> tuple[list[Item], dict]:
+def training_items(data_dir: Path, loaded: LoadedModel) -> tuple[list[Item], dict]:
     """The training photos in latent-table order, each with its frame from DATA/transforms.json, and
     that file's other top-level keys (they tell whether fit-cameras wrote it)."""
     ds = dataset(data_dir)
@@ -91,7 +96,7 @@ def _folder_frames(folder: Path, what: str) -> tuple[Path, list[Frame]]:
     return tpath, tf.frames
 
 
-def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
+def heldout_items(folder: Path, loaded: LoadedModel) -> tuple[list[Item], str]:
     """Held-out photos and where their cameras come from, in this order of preference:
     transforms.json (the frames whose role is 'query' when frames carry roles, else every frame);
     landmarks.json (each photo's camera fitted to the run's canonical keypoints); images/ alone (the
@@ -106,7 +111,7 @@ def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
     if (folder / "landmarks.json").is_file():
         return _items_from_landmarks(folder, loaded), "landmarks.json fitted to RUN/keypoints.json"
     if (folder / "images").is_dir():
-        from .formats import list_images
+        from .folders import list_images
 
         files = list_images(folder / "images")
         return [Item(f"images/{p.name}", p, None) for p in files], "landmarks found in each photo"
@@ -114,7 +119,7 @@ def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
                                                  "photos in images/ and, best, their cameras in transforms.json")
 
 
-def _items_from_landmarks(folder: Path, loaded) -> list[Item]:
+def _items_from_landmarks(folder: Path, loaded: LoadedModel) -> list[Item]:
     from .camfit import fit_single_camera
     from .formats import name_order, read_keypoints, read_landmarks
 

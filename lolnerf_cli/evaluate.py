@@ -46,7 +46,7 @@ import torch
 
 from . import __version__
 from .cameras import Camera
-from .errors import InputError
+from .errors import InputError, ParamError
 from .eval_align import (FRAMES_MODES, FrameAligner, align_views, cameras_fitted, fit_query_camera,  # noqa: F401
                          frames_mode, relative_scale)
 from .eval_figure import FIGURE_SUFFIX, figure_path_for, figure_size, write_figure  # noqa: F401
@@ -98,7 +98,7 @@ class Evaluator:
 
         self.opt = options or EvalOptions()
         if self.opt.invert_steps < 1:
-            raise InputError("--invert-steps", "must be at least 1")
+            raise ParamError("invert_steps", "must be at least 1")
         frames_mode(self.opt.frames, False, False)            # a bad --frames fails before the model loads
         self.progress = or_silent(progress)
         self.device = pick_device(self.opt.device)

@@ -21,8 +21,9 @@ import numpy as np
 
 from .camera_formats import SourceCamera, camera_label, read_cameras
 from .errors import InputError
-from .formats import (Frame, Keypoints, Transforms, dataset, first_shared_stem, list_images, read_landmarks,
-                      write_keypoints, write_transforms)
+from .formats import (Frame, Keypoints, Transforms, first_shared_stem, read_landmarks, write_keypoints,
+                      write_transforms)
+from .folders import dataset, list_images
 
 CAMERA_SOURCE_IMPORTED = "import-cameras"
 

@@ -19,11 +19,11 @@ import torch
 
 from .cameras import Camera, focal_from_fov, pixel_rays
 from .device import resolve_precision
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import first_shared_stem
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
 from .progress import Progress, or_silent
-from .video import NOVEL_YAW_DEG, read_view, turned
+from .views import NOVEL_YAW_DEG, read_view, turned
 
 INVERT_STEPS = 200             # default optimisation steps
 INVERT_LR = 5e-2               # Adam learning rate of the latents at step 0 ...
@@ -102,7 +102,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     if len(cameras) != n:
         raise ValueError("one camera per image")
     if steps < 1:
-        raise InputError("--steps", "must be at least 1")
+        raise ParamError("steps", "must be at least 1")
     res = int(resolution or loaded.cfg.train.resolution)
     device = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, device)

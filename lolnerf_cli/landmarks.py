@@ -27,7 +27,8 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
-from .formats import FACE5_NAMES, LandmarkFrame, Landmarks, dataset, list_images, write_landmarks
+from .formats import FACE5_NAMES, LandmarkFrame, Landmarks, write_landmarks
+from .folders import dataset, list_images
 from .images import load_image, save_png
 from .progress import Progress, or_silent
 

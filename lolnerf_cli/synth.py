@@ -49,9 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import formats
+from . import folders, formats
 from .cameras import Camera, project
-from .errors import InputError
+from .errors import InputError, ParamError
 from .images import save_png
 from .progress import Progress, or_silent
 from .synth_scene import (DISTANCE_RANGE, FOV_DEG, HOLDOUT_PITCH_DEG, HOLDOUT_VIEWS, HOLDOUT_YAW_DEG, MAX_RADIUS,
@@ -181,20 +181,20 @@ def synthesize(out: str | Path, n: int = 200, resolution: int = 64, holdout: int
                views: int = HOLDOUT_VIEWS, progress: Progress | None = None) -> SynthSummary:
     """Write a synthetic dataset folder (see the module docstring for the layout) and return a summary."""
     out = Path(out)
-    for name, value, lo in (("--n", n, 1), ("--resolution", resolution, 8), ("--holdout", holdout, 0),
-                            ("holdout views", views, 1), ("--seed", seed, None)):
+    for name, value, lo in (("n", n, 1), ("resolution", resolution, 8), ("holdout", holdout, 0),
+                            ("views", views, 1), ("seed", seed, None)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (lo is not None and value < lo):
             rule = "an integer" if lo is None else f"an integer of at least {lo}"
-            raise InputError(None, f"{name} must be {rule}, got {value!r}")
+            raise ParamError(name, f"must be {rule}, got {value!r}")
     n, resolution, holdout, views, seed = (int(v) for v in (n, resolution, holdout, views, seed))
     if resolution > 4096:
-        raise InputError(None, f"--resolution must be at most 4096, got {resolution}")
+        raise ParamError("resolution", f"must be at most 4096, got {resolution}")
     t0 = time.perf_counter()
     _prepare_out(out)
     formats.write_json(out / "synth.json", _params(n, resolution, holdout, views, seed, False))
     prog = or_silent(progress)
     width = max(4, len(str(n - 1)))
-    ds = formats.dataset(out, must_exist=False)
+    ds = folders.dataset(out, must_exist=False)
     frames, lm_frames, kps = [], [], []
     coverage = 0.0
     with _Writer() as writer, prog.task("synth: training images", total=n) as task:

@@ -481,7 +481,7 @@ def test_bad_transforms(data_dir, key):
 
 
 def test_images_sharing_a_stem_are_refused(tmp_path):
-    from lolnerf_cli.formats import list_images
+    from lolnerf_cli.folders import list_images
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("a.png", "a.jpg", "b.png"):

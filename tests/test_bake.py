@@ -89,7 +89,7 @@ def _renders(run, index, yaw, size=32, **bake_kw):
     from lolnerf_cli.bake import bake, render_baked
     from lolnerf_cli.model import load_model
     from lolnerf_cli.render import render_image
-    from lolnerf_cli.video import read_view
+    from lolnerf_cli.views import read_view
 
     loaded = load_model(run)
     z = loaded.latents[index]

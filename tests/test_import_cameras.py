@@ -21,7 +21,8 @@ from scipy.spatial.transform import Rotation
 from use_models import error_line, invoke
 
 from lolnerf_cli.cameras import project
-from lolnerf_cli.formats import read_keypoints, read_log, read_transforms, write_json
+from lolnerf_cli.formats import read_keypoints, read_transforms, write_json
+from lolnerf_cli.run_log import read_log
 from lolnerf_cli.camera_formats import export_jax3d, read_jax3d
 from lolnerf_cli.import_cameras import import_cameras, normalise
 

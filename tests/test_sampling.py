@@ -143,7 +143,7 @@ def test_inconsistent_sampler_settings_are_clear_errors():
     c = preset("cpu")
     use_sampler(c, "hierarchical")
     assert c.check() and c.model.proposal_levels == 0 and c.main_samples_per_ray() == 64
-    with pytest.raises(InputError, match="--sampler"):
+    with pytest.raises(InputError, match="sampler"):
         use_sampler(c, "nope")
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lolnerf_cli import formats, synth, synth_scene
+from lolnerf_cli import folders, formats, synth, synth_scene
 from lolnerf_cli.cameras import Camera, project
 from lolnerf_cli.errors import InputError
 
@@ -34,8 +34,8 @@ def _yaw_deg(c2w: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------------------- layout
 def test_dataset_folder_matches_the_spec(synth_data):
-    ds = formats.dataset(synth_data)
-    images = formats.list_images(ds.images)
+    ds = folders.dataset(synth_data)
+    images = folders.list_images(ds.images)
     assert [p.name for p in images] == [f"{i:04d}.png" for i in range(SYNTH_N)]
     for p in images:
         rgb = _png(p)
@@ -71,7 +71,7 @@ def test_dataset_folder_matches_the_spec(synth_data):
 
 
 def test_landmarks_are_the_projected_true_keypoints_on_the_object(synth_data):
-    ds = formats.dataset(synth_data)
+    ds = folders.dataset(synth_data)
     lm = formats.read_landmarks(ds.landmarks)
     tf = formats.read_transforms(ds.transforms)
     frontal, on_object, total = 0, 0, 0
@@ -114,9 +114,9 @@ def test_cameras_look_at_the_object_from_the_training_distribution(synth_data):
 
 
 def test_masks_and_images_are_sensible(synth_data):
-    ds = formats.dataset(synth_data)
+    ds = folders.dataset(synth_data)
     bg_means = []
-    for p in formats.list_images(ds.images):
+    for p in folders.list_images(ds.images):
         mask = _png(ds.mask_for(p.name)).astype(np.float64) / 255
         assert 0.15 < mask.mean() < 0.9
         assert (mask == 0).any() and (mask == 1).any()

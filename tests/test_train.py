@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from lolnerf_cli import train as train_mod
 from lolnerf_cli.errors import InputError, LolnerfError
-from lolnerf_cli.formats import read_log
+from lolnerf_cli.run_log import read_log
 from lolnerf_cli.losses import hard_surface_loss
 from lolnerf_cli.model import load_model
 from lolnerf_cli.train import Trainer, resolve_config

@@ -27,7 +27,7 @@ def export_mesh(
     from ..errors import InputError
     from ..mesh import components, extract_mesh, write_mesh
     from ..model import load_model
-    from ..sample import check_latent_choice, pick_latent
+    from ..latent_pick import check_latent_choice, pick_latent
 
     if out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(out, "mesh file must end in .ply or .obj")

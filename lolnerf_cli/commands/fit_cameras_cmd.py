@@ -23,7 +23,7 @@ def fit_cameras(
     from rich.table import Table
 
     from ..camfit import fit_cameras as run_fit
-    from ..formats import dataset
+    from ..folders import dataset
 
     fit = run_fit(data, keypoints=keypoints, focal=focal, flag_fraction=flag_threshold,
                   init_keypoints=init_keypoints, progress=reporter())

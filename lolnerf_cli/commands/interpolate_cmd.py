@@ -28,8 +28,9 @@ def interpolate(
     from ..device import pick_device, resolve_precision
     from ..frames import FrameRenderer
     from ..model import load_model
-    from ..sample import interpolation_path, parse_endpoint
-    from ..video import FrameSink, output_kind, read_view, render_sequence
+    from ..latent_pick import interpolation_path, parse_endpoint
+    from ..video import FrameSink, output_kind, render_sequence
+    from ..views import read_view
 
     output_kind(out)                      # a bad suffix fails before the model is loaded
     loaded = load_model(model, pick_device(device))

@@ -1,10 +1,13 @@
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from ..app import app, console, guarded, reporter
+
+if TYPE_CHECKING:
+    from ..model import LoadedModel
 
 ORBIT_FRAMES = 60
 
@@ -39,8 +42,9 @@ def render(
     from ..errors import InputError
     from ..frames import FrameRenderer
     from ..model import load_model
-    from ..sample import check_latent_choice
-    from ..video import FrameSink, output_kind, read_view, render_sequence, sibling
+    from ..latent_pick import check_latent_choice
+    from ..video import FrameSink, output_kind, render_sequence, sibling
+    from ..views import read_view
 
     check_latent_choice(index, latent, baked=bake is not None)
     if exact and (bake is not None or save_bake is not None):
@@ -79,13 +83,13 @@ def render(
                   soft_wrap=True, markup=False)
 
 
-def _latent_and_grid(loaded, index, latent, row, bake):
+def _latent_and_grid(loaded: "LoadedModel", index, latent, row, bake):
     """The latent to render and, with --bake, its grid (checked against the model and any --index/--latent)."""
     import torch
 
     from ..bake import BakedField
     from ..errors import InputError
-    from ..sample import Latent, pick_latent
+    from ..latent_pick import Latent, pick_latent
 
     if bake is None:
         return pick_latent(loaded, index, latent, row), None
@@ -105,7 +109,7 @@ def _report_bake(frames_r, save_bake) -> None:
                   soft_wrap=True, markup=False)
 
 
-def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: bool, frames_r):
+def _render_cameras(loaded: "LoadedModel", z, transforms: Path, out: Path, resolution, depth: bool, frames_r):
     import io
     import time
 

@@ -33,8 +33,9 @@ def sample(
     from ..images import save_png
     from ..model import load_model
     from ..render import render_image
-    from ..sample import sample_latents
-    from ..video import FrameSink, contact_sheet, read_view, render_sequence
+    from ..latent_pick import sample_latents
+    from ..video import FrameSink, contact_sheet, render_sequence
+    from ..views import read_view
 
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
