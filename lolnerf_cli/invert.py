@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .cameras import Camera, focal_from_fov, pixel_rays
+from .config import InvertConfig
 from .device import resolve_precision
 from .errors import InputError, ParamError
 from .formats import first_shared_stem
@@ -25,12 +26,13 @@ from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_f
 from .progress import Progress, or_silent
 from .views import NOVEL_YAW_DEG, read_view, turned
 
-INVERT_STEPS = 200             # default optimisation steps
-INVERT_LR = 5e-2               # Adam learning rate of the latents at step 0 ...
-INVERT_LR_FINAL_FACTOR = 0.1   # ... decayed (cosine) to this fraction of it at the last step
-CAMERA_LR = 2e-3               # Adam learning rate of the camera correction (radians / scene units)
-RAYS_PER_IMAGE = 512           # random pixels of each photo per step (all pixels when the image is smaller)
-MAX_RAYS_PER_STEP = 16384      # photos are optimised in groups so that one step renders at most this many rays
+_DEFAULTS = InvertConfig()     # the numbers live in config.py
+INVERT_STEPS = _DEFAULTS.steps
+INVERT_LR = _DEFAULTS.lr
+INVERT_LR_FINAL_FACTOR = _DEFAULTS.lr_final_factor
+CAMERA_LR = _DEFAULTS.camera_lr
+RAYS_PER_IMAGE = _DEFAULTS.rays_per_image
+MAX_RAYS_PER_STEP = _DEFAULTS.max_rays_per_step
 
 
 @dataclass

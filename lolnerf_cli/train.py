@@ -395,7 +395,7 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
         if key == "render.sampler":
             use_sampler(cfg, value)
             continue
-        setattr(getattr(cfg, section), name, value)
+        cfg.override(key, value)
     cfg.check("--preset" if not resume else str(run_folder(run_dir, must_exist=False).config))
     tc = cfg.train
     if tc.images_per_step < 1 or tc.pixels_per_image < 1 or tc.resolution < 4:

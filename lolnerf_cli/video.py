@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .cameras import Camera
+from .config import VideoConfig
 from .errors import InputError
 from .formats import _UMASK, atomic_write_bytes
 from .images import to_uint8
@@ -31,11 +32,12 @@ from .progress import Progress, or_silent
 if TYPE_CHECKING:
     from .model import LoadedModel
 
-VIDEO_FPS = 24                 # frames per second of every video written here
-DEPTH_COLORMAP = "turbo"
-MP4_CRF_QUALITY = 8            # imageio-ffmpeg quality 0..10 (10 = best)
-SHEET_MIN_TILE = 128           # contact sheets (sample grid, inversion preview) show each image at least this big
-SHEET_PAD = 4                  # pixels between the tiles of a contact sheet
+_DEFAULTS = VideoConfig()      # the numbers live in config.py
+VIDEO_FPS = _DEFAULTS.fps
+DEPTH_COLORMAP = _DEFAULTS.depth_colormap
+MP4_CRF_QUALITY = _DEFAULTS.mp4_quality
+SHEET_MIN_TILE = _DEFAULTS.sheet_min_tile
+SHEET_PAD = _DEFAULTS.sheet_pad
 
 
 # ----------------------------------------------------------------------------------------- depth colours

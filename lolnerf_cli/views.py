@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
+from .config import InvertConfig, VideoConfig
 from .errors import InputError
 from .formats import read_json
 
-ORBIT_YAW_DEG = 35.0           # yaw amplitude of an orbit around the mean view
-ORBIT_PITCH_DEG = 12.0         # pitch amplitude of an orbit around the mean view
-NOVEL_YAW_DEG = 30.0           # the "novel view" of previews: the input camera turned this far about +Y
+ORBIT_YAW_DEG = VideoConfig.orbit_yaw_deg      # the numbers live in config.py
+ORBIT_PITCH_DEG = VideoConfig.orbit_pitch_deg
+NOVEL_YAW_DEG = InvertConfig.novel_yaw_deg
 DEFAULT_VIEW = (0.0, 0.0, 2.7, 30.0)   # (yaw, pitch, radius, fov) when a run has no view.json
 
 

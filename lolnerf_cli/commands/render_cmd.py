@@ -5,11 +5,11 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import VideoConfig
 
 if TYPE_CHECKING:
     from ..model import LoadedModel
 
-ORBIT_FRAMES = 60
 
 
 @app.command("render")
@@ -27,8 +27,8 @@ def render(
                                                   "resolution, RUN/config.json train.resolution); --camera: the longer "
                                                   "side of each image (default: each frame's own w, h)."),
     depth: bool = typer.Option(False, "--depth", help="Also write depth: <stem>_depth.npy + <stem>_depth.png, or a depth video beside the orbit."),
-    frames: int = typer.Option(ORBIT_FRAMES, "--frames", min=1, help="Orbit frames."),
-    fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
+    frames: int = typer.Option(VideoConfig.orbit_frames, "--frames", min=1, help="Orbit frames."),
+    fps: int = typer.Option(VideoConfig.fps, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
     exact: bool = typer.Option(False, "--exact", help="Render every frame through the network (default: bake the "
                                                       "latent's field into a grid once when that is cheaper)."),
