@@ -361,7 +361,7 @@ class Trainer:
             rows_gt.append(self.cache.image(k).astype(np.float32) / 255.0)
             rows_rec.append(render_image(self.model, z, cam, self.cfg.render, self.precision)["rgb"])
             eye = spherical_eye(yaw + 30.0, pitch, radius)
-            nov = Camera(look_at(eye), cam.fx, cam.fy, cam.cx, cam.cy, res, res)
+            nov = cam.with_pose(look_at(eye))
             rows_nov.append(render_image(self.model, z, nov, self.cfg.render, self.precision)["rgb"])
         self.model.train()
         grid = np.concatenate([np.concatenate(r, axis=1) for r in (rows_gt, rows_rec, rows_nov)], axis=0)

@@ -433,6 +433,7 @@ LANDMARK_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(LANDMARK_CASES))
 def test_bad_landmarks(data_dir, key):
     content, word = LANDMARK_CASES[key]

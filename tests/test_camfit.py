@@ -82,6 +82,7 @@ def face_fit():
     return kp_true, uv, c2w, f, sol
 
 
+@pytest.mark.slow
 def test_accuracy_bar_face5(face_fit):
     """The issue's bar: median rotation error <= 2 deg and 90th percentile <= 5 deg."""
     _, uv, c2w, f, sol = face_fit
@@ -117,6 +118,7 @@ def test_face5_object_frame_follows_spec(face_fit):
     assert np.corrcoef(c2w_fit[:, 1, 3], c2w[:, 1, 3])[0, 1] > 0.9
 
 
+@pytest.mark.slow
 def test_generic_scheme_accuracy_and_gauge():
     """Any scheme with >= 4 points works from scratch (factorisation start, mirror ambiguity settled)."""
     rng = np.random.default_rng(3)
@@ -131,6 +133,7 @@ def test_generic_scheme_accuracy_and_gauge():
     assert mean_dir[2] / np.linalg.norm(mean_dir) > 0.95     # the cameras' mean direction is +Z
 
 
+@pytest.mark.slow
 def test_outlier_frames_are_flagged_and_do_not_spoil_the_fit(tmp_path):
     rng = np.random.default_rng(11)
     kp_true = face_like(rng)
@@ -189,6 +192,7 @@ def test_fit_single_camera(face_fit):
 
 
 # ----------------------------------------------------------------------------------------- command line
+@pytest.mark.slow
 def test_cli_writes_transforms_and_keypoints(tmp_path):
     rng = np.random.default_rng(1)
     uv, c2w, _ = views(face_like(rng), 300, rng)

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from lolnerf_cli import commands  # noqa: F401 - registers the subcommands
 from lolnerf_cli.app import app
 
+pytestmark = pytest.mark.slow   # trains models or runs whole commands
+
 SUBSET = 3          # training (and held-out) images scored
 
 

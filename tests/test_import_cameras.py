@@ -92,6 +92,7 @@ def test_the_authors_cat_cameras_convert(cat_data, tmp_path):
     assert fig.is_file() and Image.open(fig).size[0] > 800
 
 
+@pytest.mark.slow
 def test_jax3d_orientation_is_world_to_camera_with_opencv_axes():
     """jax3d's camera.project: local = orientation @ (p - position); pixel = f * local.xy / local.z + pp (y scaled
     by the pixel aspect ratio). Our conversion must give the same pixels for the same world points, which pins

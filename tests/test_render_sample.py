@@ -186,6 +186,7 @@ def test_sample_and_render_default_to_the_training_resolution(tiny, tmp_path):
     assert _png(tmp_path / "w" / "frame_0000.png").shape == (res_px, res_px, 3)
 
 
+@pytest.mark.slow
 def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
     res = invoke(["sample", "--model", str(tiny.run), "--n", "2", "--seed", "1", "--out", str(tmp_path / "s"),
                   "--orbit", "--frames", "3", "--resolution", "16", "--device", "cpu"])
