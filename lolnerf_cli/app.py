@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgre
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from . import progress as _progress
-from .errors import InputError, LolnerfError
+from .errors import InputError, LolnerfError, ParamError
 
 app = typer.Typer(
     name="lolnerf",
@@ -96,6 +96,16 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+# Library parameters whose command-line flag is not "--" + the name with "-" for "_".
+FLAG_NAMES = {"latent_file": "--latent", "flag_fraction": "--flag-threshold", "fmt": "--format",
+              "views": "holdout views"}
+
+
+def flag_for(param: str) -> str:
+    """The command-line flag of a library parameter (ParamError names parameters, commands show flags)."""
+    return FLAG_NAMES.get(param, "--" + param.replace("_", "-"))
+
+
 def guarded(fn):
     """Decorator for command bodies: the project's error policy in one place."""
 
@@ -108,7 +118,7 @@ def guarded(fn):
         except InputError as exc:
             if STATE["debug"]:
                 err_console.print_exception()
-            fail(_escape(str(exc)), 2)
+            fail(_escape(str(exc.as_flags(flag_for) if isinstance(exc, ParamError) else exc)), 2)
         except LolnerfError as exc:
             if STATE["debug"]:
                 err_console.print_exception()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import Transforms, _finite_number, _matrix, _shown, read_json
 
 FORMATS = ("auto", "jax3d", "nerfstudio", "colmap-text")
@@ -193,9 +193,9 @@ def export_jax3d(tf: Transforms) -> dict:
         c2w = np.asarray(fr.c2w, np.float64)
         orient = (c2w[:3, :3] @ OPENCV_TO_OPENGL).T
         out[Path(fr.file_path).name] = {"camera": {
-            "orientation": orient.tolist(), "position": c2w[:3, 3].tolist(), "focal_length": [float(fr.fl_x)],
+            "orientation": orient.tolist(), "position": c2w[:3, 3].tolist(), "focal_length": [float(fr.fx)],
             "principal_point": [float(fr.cx), float(fr.cy)], "image_size": [int(fr.w), int(fr.h)], "skew": [0.0],
-            "pixel_aspect_ratio": [float(fr.fl_y / fr.fl_x)]}}
+            "pixel_aspect_ratio": [float(fr.fy / fr.fx)]}}
     return out
 
 
@@ -360,7 +360,7 @@ def read_cameras(path: str | Path, fmt: str = "auto") -> tuple[str, list[SourceC
     """(format, cameras) of a camera file of any supported format."""
     path = Path(path)
     if fmt not in FORMATS:
-        raise InputError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ParamError("fmt", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     obj = None
     if fmt == "auto":
         fmt, obj = detect_format(path)

@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:   # torch is imported where rays are made, so file formats (formats.Frame) load without it
+    import torch
 
 WORLD_UP = np.array([0.0, 1.0, 0.0])
 
@@ -68,6 +72,8 @@ def pixel_rays(c2w: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, cx: torch.
 
     c2w [R, 4, 4] (or [R, 3, 4]); fx, fy, cx, cy, u, v [R] (u, v continuous: a pixel centre is i + 0.5).
     Returns origins [R, 3] and directions [R, 3] with camera-space z = -1 (unnormalised)."""
+    import torch
+
     d_cam = torch.stack([(u - cx) / fx, -(v - cy) / fy, -torch.ones_like(u)], dim=-1)   # [R, 3]
     dirs = torch.einsum("rij,rj->ri", c2w[:, :3, :3], d_cam)
     origins = c2w[:, :3, 3].expand_as(dirs)
@@ -93,6 +99,8 @@ class Camera:
 
     def rays(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Rays of every pixel, row-major: origins, dirs [H*W, 3]."""
+        import torch
+
         j, i = torch.meshgrid(torch.arange(self.h, dtype=torch.float32), torch.arange(self.w, dtype=torch.float32),
                               indexing="ij")
         u = (i + 0.5).reshape(-1)
@@ -103,10 +111,14 @@ class Camera:
         o, d = pixel_rays(c2w, full(self.fx), full(self.fy), full(self.cx), full(self.cy), u, v)
         return o.to(device), d.to(device)
 
+    def with_pose(self, c2w: np.ndarray) -> "Camera":
+        """The same intrinsics and image size at another pose (camera-to-world [4, 4])."""
+        return Camera(np.asarray(c2w, dtype=np.float64), self.fx, self.fy, self.cx, self.cy, self.w, self.h)
+
     @staticmethod
-    def from_frame(frame) -> "Camera":
-        return Camera(np.asarray(frame.c2w, dtype=np.float64), frame.fl_x, frame.fl_y, frame.cx, frame.cy,
-                      frame.w, frame.h)
+    def from_frame(frame: "Camera") -> "Camera":
+        """A transforms.json frame (formats.Frame, itself a Camera) as a plain Camera."""
+        return frame.with_pose(frame.c2w)
 
 
 def orbit_cameras(n_frames: int, size: int, radius: float = 2.7, fov_deg: float = 30.0, yaw_amp: float = 35.0,
@@ -130,7 +142,7 @@ def mean_view(frames) -> tuple[float, float, float, float]:
     d = d / max(np.linalg.norm(d), 1e-9)
     yaw = math.degrees(math.atan2(d[0], d[2]))
     pitch = math.degrees(math.asin(max(-1.0, min(1.0, d[1]))))
-    fovs = [2 * math.degrees(math.atan(0.5 * f.h / f.fl_y)) for f in frames]
+    fovs = [2 * math.degrees(math.atan(0.5 * f.h / f.fy)) for f in frames]
     return yaw, pitch, radius, float(np.mean(fovs))
 
 
@@ -138,6 +150,8 @@ def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float, near
     """Entry/exit distances t of rays against the bounding sphere |x| <= radius.
 
     Returns near [R], far [R], hit [R] bool. Rays that miss get near = far (zero-length)."""
+    import torch
+
     a = (dirs * dirs).sum(-1)
     b = 2 * (origins * dirs).sum(-1)
     c = (origins * origins).sum(-1) - radius * radius

@@ -29,7 +29,8 @@ import torch
 
 from .distributed import DistInfo, gather_all
 from .errors import InputError
-from .formats import atomic_write_bytes, load_safetensors, read_log, save_safetensors, write_json
+from .formats import atomic_write_bytes, load_safetensors, save_safetensors, write_json
+from .run_log import read_log
 from .row_table import RowTable
 
 TRAINER_FORMAT = "lolnerf-trainer"

@@ -1,6 +1,8 @@
 """Dataclass configurations and named presets. `RUN/config.json` is a dump of `Config`.
 
-Every number that shapes a model, a renderer or a training run lives here, nowhere else.
+Every number that shapes a model, a renderer or a training run lives here, and so do the defaults of
+inversion, videos and evaluation (the commands' defaults read them). Sections added after run folders
+existed are optional in config.json (their defaults apply) and are not part of the model hash.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, ParamError
 
 
 @dataclass
@@ -87,11 +89,55 @@ class TrainConfig:
 
 
 @dataclass
+class InvertConfig:
+    """Lifting photos into latents (`lolnerf invert`, and the inversions of `lolnerf eval`)."""
+
+    steps: int = 200              # optimisation steps
+    lr: float = 5e-2              # Adam learning rate of the latents at step 0 ...
+    lr_final_factor: float = 0.1  # ... decayed (cosine) to this fraction of it at the last step
+    camera_lr: float = 2e-3       # Adam learning rate of the camera correction (radians / scene units)
+    rays_per_image: int = 512     # random pixels of each photo per step (all pixels when the image is smaller)
+    max_rays_per_step: int = 16384  # photos are optimised in groups so that one step renders at most this many rays
+    novel_yaw_deg: float = 30.0   # the "novel view" of previews: the input camera turned this far about +Y
+
+
+@dataclass
+class VideoConfig:
+    """Orbit videos, depth colours and contact sheets (`render`, `sample`, `interpolate`, previews)."""
+
+    fps: int = 24                 # frames per second of every video written
+    orbit_frames: int = 60        # frames of `render --orbit`
+    orbit_yaw_deg: float = 35.0   # yaw amplitude of an orbit around the mean view
+    orbit_pitch_deg: float = 12.0  # pitch amplitude of an orbit around the mean view
+    depth_colormap: str = "turbo"  # matplotlib colour map of depth images (near = its low end)
+    mp4_quality: int = 8          # imageio-ffmpeg quality 0..10 (10 = best)
+    sheet_min_tile: int = 128     # contact sheets (sample grid, inversion preview) show each image at least this big
+    sheet_pad: int = 4            # pixels between the tiles of a contact sheet
+
+
+@dataclass
+class EvalConfig:
+    """`lolnerf eval` (docs/evaluation.md)."""
+
+    subset: int = 200             # training (and held-out) images scored; 0 = all of them
+    invert_steps: int = 200       # optimisation steps per inversion (held-out and novel sections)
+    seed: int = 0                 # picks the subset and seeds the inversions
+    precision: str = "fp32"       # fp32 by default: numbers comparable across machines
+    figure_rows: int = 3          # figure rows per kind (novel-view objects, training images)
+    frames: str = "auto"          # camera frame of held-out / novel cameras: auto, as-given or query
+    upsample: int = 0             # >= 2: also score novel views rendered this many times finer (synth data)
+    encoder_steps: int = 30       # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
+
+
+@dataclass
 class Config:
     preset: str = "cpu"
     model: ModelConfig = field(default_factory=ModelConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    invert: InvertConfig = field(default_factory=InvertConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists), the inverse of `config_from_dict`."""
@@ -108,6 +154,14 @@ class Config:
         """Main-field evaluations per ray of the configured sampler."""
         r = self.render
         return r.n_samples if r.sampler == "proposal" else r.n_coarse + r.n_fine
+
+    def override(self, key: str, value: Any) -> None:
+        """Set "section.name" to `value`, checked like a config.json value (one InputError naming the key)."""
+        section, _, name = key.partition(".")
+        part = getattr(self, section, None) if section in _SECTIONS else None
+        if part is None or name not in {f.name for f in dataclasses.fields(part)}:
+            raise InputError(key, f"is not a configuration setting (sections: {', '.join(_SECTIONS)})")
+        setattr(part, name, _checked(name, value, getattr(type(part)(), name), key))
 
     def check(self, where: str = "config.json") -> "Config":
         """Cross-field consistency; an InputError naming `where` otherwise."""
@@ -172,7 +226,7 @@ PRESETS = {"tiny": _preset_tiny, "cpu": _preset_cpu, "paper": _preset_paper, "pa
 
 def preset(name: str) -> Config:
     if name not in PRESETS:
-        raise InputError("--preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+        raise ParamError("preset", f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return PRESETS[name]()
 
 
@@ -214,12 +268,13 @@ def _checked(key: str, value: Any, default: Any, where: str) -> Any:
     return value
 
 
+_SECTIONS = {"model": ModelConfig, "render": RenderConfig, "train": TrainConfig, "invert": InvertConfig,
+             "video": VideoConfig, "eval": EvalConfig}
+
+
 def config_from_dict(data: Any, where: str = "config.json") -> Config:
+    """A Config from its JSON form; missing sections and keys take their defaults (older run folders)."""
     if not isinstance(data, dict):
         raise InputError(where, "configuration must be a JSON object")
-    return Config(
-        preset=str(data.get("preset", "custom")),
-        model=_fill(ModelConfig, data.get("model", {}), where),
-        render=_fill(RenderConfig, data.get("render", {}), where),
-        train=_fill(TrainConfig, data.get("train", {}), where),
-    ).check(where)
+    return Config(preset=str(data.get("preset", "custom")),
+                  **{name: _fill(cls, data.get(name, {}), where) for name, cls in _SECTIONS.items()}).check(where)

@@ -16,8 +16,9 @@ import torch
 
 from .cameras import Camera
 from .errors import InputError
-from .formats import Frame, dataset, read_json, read_transforms, write_json
-from .images import load_image, load_mask, resize
+from .formats import Frame, read_json, read_transforms, write_json
+from .folders import dataset
+from .images import load_image, object_mask, resize, to_uint8
 from .progress import Progress, or_silent
 
 
@@ -106,15 +107,9 @@ def build_cache(tf: TrainFrames, folder: Path, resolution: int, progress: Progre
         for i, fr in enumerate(tf.frames):
             try:
                 rgb, alpha = load_image(tf.root / fr.file_path, with_alpha=True)
-                mpath = ds.mask_for(fr.file_path)
-                if mpath.is_file():
-                    m = (load_mask(mpath, (r, r)) * 255 + 0.5).astype(np.uint8)
-                    has_mask[len(good)] = True
-                elif alpha is not None:
-                    m = resize(np.repeat(alpha[..., None], 3, 2), r, r)[..., 0]
-                    has_mask[len(good)] = True
-                else:
-                    m = np.zeros((r, r), np.uint8)
+                mf = object_mask(ds.mask_for(fr.file_path), alpha, (r, r))
+                has_mask[len(good)] = mf is not None
+                m = np.zeros((r, r), np.uint8) if mf is None else to_uint8(mf)
                 j = len(good)
                 pixels[j] = resize(rgb, r, r)
                 masks[j] = m

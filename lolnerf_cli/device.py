@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from .errors import InputError
+from .errors import ParamError
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -20,9 +20,9 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise InputError("--device", f"unknown device '{name}'") from None
+        raise ParamError("device", f"unknown device '{name}'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", "CUDA was asked for but no CUDA GPU is available")
+        raise ParamError("device", "CUDA was asked for but no CUDA GPU is available")
     return dev
 
 
@@ -38,7 +38,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in ("auto", "bf16", "fp32"):
-        raise InputError("--precision", f"unknown precision '{precision}'; choose auto, bf16 or fp32")
+        raise ParamError("precision", f"unknown precision '{precision}'; choose auto, bf16 or fp32")
     if precision != "auto":
         return precision
     if device.type == "cuda":

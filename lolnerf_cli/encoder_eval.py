@@ -62,7 +62,8 @@ class EncoderSection:
 def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS,
                     prepared: EncoderSection | None = None) -> dict:
     """ev: an evaluate.Evaluator (model loaded, scorer ready). Returns the section's dict."""
-    from .eval_inputs import mask_for, resize_mask
+    from .eval_inputs import mask_for
+    from .images import resize_mask
     from .eval_align import align_views, relative_scale
     from .eval_scoring import pick_subset
     from .invert import invert_images
@@ -147,9 +148,9 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
             scale = relative_scale(cam_q.c2w, q.frame.c2w)
             views = align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
             for v, c2w in zip(obj.views, views):
-                vcam = Camera(c2w, v.frame.fl_x, v.frame.fl_y, v.frame.cx, v.frame.cy, v.frame.w, v.frame.h)
+                vcam = v.frame.with_pose(c2w)
                 gt = ev.ground_truth(v.rgb)
-                mask = resize_mask(v.mask_full, ev.res)
+                mask = resize_mask(v.mask_full, ev.res, ev.res)
                 row = {"object": obj.name, "file_path": v.file_path}
                 for name, z in (("encoder", zs[k]), ("hybrid", z_hyb[k])):
                     row[name] = ev.scorer.masked(ev.render(z, vcam)["rgb"], gt, mask)

@@ -48,7 +48,8 @@ from .cameras import pixel_rays
 from .encoder import (EncoderConfig, ImageEncoder, camera_params, c2w_from_params, encoder_from_tensors,
                       encoder_paths, save_encoder)
 from .errors import InputError
-from .formats import append_log, atomic_write_bytes, load_safetensors, read_json, read_log, save_safetensors, write_json
+from .formats import atomic_write_bytes, load_safetensors, read_json, save_safetensors, write_json
+from .run_log import append_log, read_log
 from .losses import psnr_from_mse
 from .progress import Progress, or_silent
 
@@ -170,7 +171,7 @@ class EncoderTrainer:
                 raise InputError(self.enc_path, "already exists; continue it with --resume, or delete it (and "
                                                 f"{TRAINER_FILE}) to train a new encoder")
             self.tcfg = tcfg or EncoderTrainConfig()
-            from .video import read_view
+            from .views import read_view
 
             ecfg = EncoderConfig(resolution=self.res, latent_dim=int(cfg.model.latent_dim),
                                  fov=float(read_view(self.root).fov), model_hash=self.loaded.model_hash)

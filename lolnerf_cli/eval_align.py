@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cameras import Camera
-from .errors import InputError
+from .errors import InputError, ParamError
 from .eval_inputs import Item, NovelObject
 from .formats import Frame, read_transforms
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 EVAL_LANDMARKS_HINT = ("put the photos' 2D landmarks (landmarks.json, docs/landmarks.md) or cameras "
                        "(transforms.json) in the held-out folder")
@@ -36,7 +40,7 @@ def frames_mode(option: str, training_fitted: bool, folder_fitted: bool) -> str:
     """The frames actually used for a folder: "query" (align to the model through the query view) or
     "as-given". auto: "query" exactly when the training cameras were fitted and the folder's are not."""
     if option not in FRAMES_MODES:
-        raise InputError("--frames", f"must be one of {', '.join(FRAMES_MODES)}, got {option!r}")
+        raise ParamError("frames", f"must be one of {', '.join(FRAMES_MODES)}, got {option!r}")
     if option == "auto":
         return "query" if training_fitted and not folder_fitted else "as-given"
     return option
@@ -86,16 +90,12 @@ def fit_query_camera(points2d: np.ndarray, keypoints3d: np.ndarray, frame: Frame
     # the single-camera solver has its principal point at the image centre and square pixels: move the
     # landmarks into that camera (an exact change of intrinsics, the pose is unchanged)
     moved = np.stack([frame.w / 2 + (pts[:, 0] - frame.cx),
-                      frame.h / 2 + (pts[:, 1] - frame.cy) * (frame.fl_x / frame.fl_y)], axis=1)
-    fit = fit_single_camera(moved, kp, frame.w, frame.h, focal=frame.fl_x, file_path=frame.file_path)
-    cam = Camera(np.asarray(fit.c2w, np.float64), frame.fl_x, frame.fl_y, frame.cx, frame.cy, frame.w, frame.h)
+                      frame.h / 2 + (pts[:, 1] - frame.cy) * (frame.fx / frame.fy)], axis=1)
+    fit = fit_single_camera(moved, kp, frame.w, frame.h, focal=frame.fx, file_path=frame.file_path)
+    cam = frame.with_pose(fit.c2w)
     uv, z = project(kp, cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy)
     rmse = float(np.sqrt(((uv - pts) ** 2).sum(-1).mean()))
     return cam, rmse, bool(fit.extra.get("flagged", False)) or bool((z <= 0).any())
-
-
-def with_intrinsics(c2w: np.ndarray, frame: Frame) -> Camera:
-    return Camera(np.asarray(c2w, np.float64), frame.fl_x, frame.fl_y, frame.cx, frame.cy, frame.w, frame.h)
 
 
 class FrameAligner:
@@ -103,7 +103,7 @@ class FrameAligner:
     per folder (its mode, its landmarks) and per query view (its fitted camera), so the held-out and
     novel sections place the same query view once."""
 
-    def __init__(self, loaded, option: str, training_fitted: bool):
+    def __init__(self, loaded: LoadedModel, option: str, training_fitted: bool):
         frames_mode(option, training_fitted, False)           # a bad option fails here
         self.loaded = loaded
         self.option = option
@@ -139,7 +139,7 @@ class FrameAligner:
     def folder_landmarks(self, folder: Path) -> dict[str, tuple[np.ndarray, int, int]]:
         """file_path -> (landmarks [N, 2] in RUN/keypoints.json order, w, h of the image they are in
         pixels of) from folder/landmarks.json; empty when the folder has none."""
-        from .formats import read_landmarks
+        from .formats import name_order, read_landmarks
 
         key = str(folder.resolve())
         if key not in self._landmarks:
@@ -148,11 +148,8 @@ class FrameAligner:
             if lpath.is_file():
                 kp = self.canonical_keypoints()
                 lm = read_landmarks(lpath, folder)
-                missing = [n for n in kp.names if n not in lm.names]
-                if missing:
-                    raise InputError(lpath, f"has no landmark '{missing[0]}', which {self.loaded.run.keypoints} "
-                                            "needs to place the query views")
-                order = [lm.names.index(n) for n in kp.names]
+                order = name_order(kp.names, lm.names, lpath,
+                                   f"{self.loaded.run.keypoints} (to place the query views)")
                 for fr in lm.frames:
                     found[fr.file_path] = (np.asarray(fr.points, np.float64)[order], fr.w, fr.h)
             self._landmarks[key] = found
@@ -194,10 +191,10 @@ class FrameAligner:
             from .invert import camera_from_landmarks
 
             source = "landmark detector"
-            det, _ = camera_from_landmarks(self.loaded, item.rgb, item.path, focal=frame.fl_x * img_w / frame.w,
+            det, _ = camera_from_landmarks(self.loaded, item.rgb, item.path, focal=frame.fx * img_w / frame.w,
                                            hint=EVAL_LANDMARKS_HINT)
             pts = None
-            cam = with_intrinsics(det.c2w, frame)
+            cam = frame.with_pose(det.c2w)
         if pts is not None:
             cam, rmse, flagged = fit_query_camera(pts, kp.points, frame)
         try:
@@ -219,4 +216,4 @@ class FrameAligner:
         obj.alignment = {"object": obj.name, **info}
         views = align_views(cam.c2w, obj.query.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), obj.scale)
         for v, c2w in zip(obj.views, views):
-            v.cam = with_intrinsics(c2w, v.frame)
+            v.cam = v.frame.with_pose(c2w)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import to_uint8
+from .video import colorize_depth
+
 FIGURE_SUFFIX = "_figure.png"       # metrics.json -> metrics_figure.png beside it
 FIGURE_TILE = 128                   # figure tiles are at least this many pixels wide (nearest upscaling)
 FIGURE_PAD = 4                      # pixels between tiles
@@ -15,24 +18,17 @@ FIGURE_COLUMNS = 4                  # input | prediction | ground truth (or erro
 
 
 def _colour_tile(tile: np.ndarray, kind: str) -> np.ndarray:
-    """float [H, W, 3] images pass through; [H, W] error / depth maps are colour-mapped (NaN -> black)."""
+    """uint8 tiles: float [H, W, 3] images pass through; [H, W] error maps are colour-mapped (magma), depth
+    maps with `video.colorize_depth` (the depth colours `render --depth` writes; NaN -> black)."""
     if tile.ndim == 3:
-        return np.clip(tile, 0, 1)
+        return to_uint8(tile)
+    if kind == "depth":
+        return colorize_depth(tile)
     from matplotlib import colormaps
 
     finite = np.isfinite(tile)
-    if kind == "error":
-        norm = np.clip(tile / 0.25, 0, 1)          # 0.25 mean absolute error saturates
-        cmap = colormaps["magma"]
-    else:
-        norm = np.zeros_like(tile)
-        if finite.any():
-            lo, hi = np.nanmin(tile), np.nanmax(tile)
-            norm = np.where(finite, (tile - lo) / max(hi - lo, 1e-9), 0)
-            norm = 1.0 - norm                       # near = bright
-        cmap = colormaps["viridis"]
-    rgb = cmap(np.nan_to_num(norm))[..., :3]
-    return np.where(finite[..., None], rgb, 0.0)
+    rgb = colormaps["magma"](np.nan_to_num(np.clip(tile / 0.25, 0, 1)))[..., :3]   # 0.25 mean abs error saturates
+    return to_uint8(np.where(finite[..., None], rgb, 0.0))
 
 
 def figure_size(n_rows: int, res: int) -> tuple[int, int]:
@@ -62,7 +58,7 @@ def write_figure(path: Path, rows: list[dict], res: int) -> tuple[int, int]:
         y += FIGURE_CAPTION
         kinds = ["image", "image", "error" if row["kind"] == "train" else "image", "depth"]
         for c, (t, kind) in enumerate(zip(row["tiles"], kinds)):
-            arr = (_colour_tile(np.asarray(t, dtype=np.float64), kind) * 255 + 0.5).astype(np.uint8)
+            arr = _colour_tile(np.asarray(t, dtype=np.float64), kind)
             img = Image.fromarray(arr).resize((tile, tile), Image.NEAREST)
             canvas.paste(img, (FIGURE_PAD + c * (tile + FIGURE_PAD), y))
         y += tile + FIGURE_PAD

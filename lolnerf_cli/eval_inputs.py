@@ -7,33 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cameras import Camera
 from .errors import InputError
-from .formats import Frame, dataset, read_transforms
-from .images import load_image, load_mask, resize
+from .formats import Frame, read_transforms
+from .folders import dataset
+from .images import load_image, object_mask
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 def mask_for(root: Path, file_path: str, size: int, alpha: np.ndarray | None) -> np.ndarray | None:
     """The object mask at size x size, float [H, W] in [0, 1], the way training reads it:
     masks/<stem>.png, else the photo's alpha channel, else None."""
-    mpath = dataset(root, must_exist=False).mask_for(file_path)
-    if mpath.is_file():
-        return load_mask(mpath, (size, size))
-    if alpha is not None:
-        return resize(np.repeat(alpha[..., None], 3, 2), size, size)[..., 0].astype(np.float32) / 255.0
-    return None
-
-
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """float [H, W] in [0, 1] -> [size, size], bilinear like training's mask cache."""
-    from PIL import Image
-
-    if mask.shape == (size, size):
-        return mask.astype(np.float32)
-    u8 = Image.fromarray((np.clip(mask, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return np.asarray(u8.resize((size, size), Image.BILINEAR)).astype(np.float32) / 255.0
+    return object_mask(dataset(root, must_exist=False).mask_for(file_path), alpha, (size, size))
 
 
 @dataclass
@@ -53,11 +43,8 @@ class Item:
         self.rgb, self.alpha = load_image(self.path, with_alpha=True)
         h, w = self.rgb.shape[:2]
         mpath = dataset(root, must_exist=False).mask_for(self.file_path)
-        if mpath.is_file():
-            self.mask_full = load_mask(mpath, (w, h))
-        elif self.alpha is not None:
-            self.mask_full = self.alpha.astype(np.float32) / 255.0
-        elif mask_required:
+        self.mask_full = object_mask(mpath, self.alpha, (w, h))
+        if self.mask_full is None and mask_required:
             raise InputError(mpath, "not found; novel views are scored on the object's pixels only, so every view "
                                     "needs a mask (masks/<stem>.png, 255 = object)")
         return self
@@ -70,7 +57,7 @@ class Item:
         return cam
 
 
-def training_items(data_dir: Path, loaded) -> tuple[list[Item], dict]:
+def training_items(data_dir: Path, loaded: LoadedModel) -> tuple[list[Item], dict]:
     """The training photos in latent-table order, each with its frame from DATA/transforms.json, and
     that file's other top-level keys (they tell whether fit-cameras wrote it)."""
     ds = dataset(data_dir)
@@ -109,7 +96,7 @@ def _folder_frames(folder: Path, what: str) -> tuple[Path, list[Frame]]:
     return tpath, tf.frames
 
 
-def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
+def heldout_items(folder: Path, loaded: LoadedModel) -> tuple[list[Item], str]:
     """Held-out photos and where their cameras come from, in this order of preference:
     transforms.json (the frames whose role is 'query' when frames carry roles, else every frame);
     landmarks.json (each photo's camera fitted to the run's canonical keypoints); images/ alone (the
@@ -124,7 +111,7 @@ def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
     if (folder / "landmarks.json").is_file():
         return _items_from_landmarks(folder, loaded), "landmarks.json fitted to RUN/keypoints.json"
     if (folder / "images").is_dir():
-        from .formats import list_images
+        from .folders import list_images
 
         files = list_images(folder / "images")
         return [Item(f"images/{p.name}", p, None) for p in files], "landmarks found in each photo"
@@ -132,9 +119,9 @@ def heldout_items(folder: Path, loaded) -> tuple[list[Item], str]:
                                                  "photos in images/ and, best, their cameras in transforms.json")
 
 
-def _items_from_landmarks(folder: Path, loaded) -> list[Item]:
+def _items_from_landmarks(folder: Path, loaded: LoadedModel) -> list[Item]:
     from .camfit import fit_single_camera
-    from .formats import read_keypoints, read_landmarks
+    from .formats import name_order, read_keypoints, read_landmarks
 
     lpath = folder / "landmarks.json"
     lm = read_landmarks(lpath, folder)
@@ -142,10 +129,7 @@ def _items_from_landmarks(folder: Path, loaded) -> list[Item]:
         raise InputError(loaded.run.keypoints, "not found; without canonical keypoints the held-out photos' cameras "
                                                f"cannot be fitted from {lpath} (give transforms.json instead)")
     kp = read_keypoints(loaded.run.keypoints)
-    missing = [n for n in kp.names if n not in lm.names]
-    if missing:
-        raise InputError(lpath, f"has no landmark '{missing[0]}', which {loaded.run.keypoints} needs")
-    order = [lm.names.index(n) for n in kp.names]
+    order = name_order(kp.names, lm.names, lpath, str(loaded.run.keypoints))
     items = []
     for fr in lm.frames:
         if not (folder / fr.file_path).is_file():

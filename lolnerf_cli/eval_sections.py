@@ -16,9 +16,10 @@ import torch
 
 from .errors import InputError
 from .eval_align import EVAL_LANDMARKS_HINT
-from .eval_inputs import NovelObject, heldout_items, mask_for, novel_objects, query_keypoints, resize_mask, true_depth
+from .eval_inputs import NovelObject, heldout_items, mask_for, novel_objects, query_keypoints, true_depth
 from .eval_scoring import (MASK_THRESHOLD, as_float, depth_scores, depth_summary, pick_subset, section_summary,
                            summary)
+from .images import resize_mask
 
 IMAGE_KEYS = ("psnr", "ssim", "lpips", "psnr_masked")
 
@@ -145,7 +146,7 @@ class NovelSection(Section):
                 flat = ev.ground_truth(obj.query.rgb)    # baseline: the query photo as a flat picture
                 for v in obj.views:
                     gt = ev.ground_truth(v.rgb)
-                    mask = resize_mask(v.mask_full, ev.res)
+                    mask = resize_mask(v.mask_full, ev.res, ev.res)
                     out = ev.render(z, v.camera())
                     row = {"object": obj.name, "file_path": v.file_path, **ev.scorer.masked(out["rgb"], gt, mask)}
                     on = mask >= MASK_THRESHOLD

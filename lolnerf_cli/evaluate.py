@@ -49,7 +49,8 @@ import torch
 
 from . import __version__
 from .cameras import Camera
-from .errors import InputError
+from .config import EvalConfig
+from .errors import InputError, ParamError
 from .eval_align import (FRAMES_MODES, FrameAligner, align_views, cameras_fitted, fit_query_camera,  # noqa: F401
                          frames_mode, relative_scale)
 from .eval_figure import FIGURE_SUFFIX, figure_path_for, figure_size, write_figure  # noqa: F401
@@ -65,16 +66,10 @@ FIGURE_KINDS = ("novel", "train")   # figure rows by kind, in this order
 
 
 @dataclass
-class EvalOptions:
-    subset: int = 200               # training (and held-out) images scored; 0 = all of them
-    invert_steps: int = 200         # optimisation steps per inversion (held-out and novel sections)
-    seed: int = 0                   # picks the subset and seeds the inversions
+class EvalOptions(EvalConfig):
+    """One eval run's settings: EvalConfig's (defaults in config.py) and the device."""
+
     device: str = "auto"
-    precision: str = "fp32"         # fp32 by default: numbers comparable across machines
-    figure_rows: int = 3            # figure rows per kind (novel-view objects, training images)
-    frames: str = "auto"            # camera frame of held-out / novel cameras: auto, as-given or query
-    upsample: int = 0               # >= 2: also score novel views rendered this many times finer (synth data)
-    encoder_steps: int = 30         # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
 
 
 @dataclass
@@ -102,7 +97,7 @@ class Evaluator:
 
         self.opt = options or EvalOptions()
         if self.opt.invert_steps < 1:
-            raise InputError("--invert-steps", "must be at least 1")
+            raise ParamError("invert_steps", "must be at least 1")
         frames_mode(self.opt.frames, False, False)            # a bad --frames fails before the model loads
         self.progress = or_silent(progress)
         self.device = pick_device(self.opt.device)

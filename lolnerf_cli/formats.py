@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .cameras import Camera
 from .errors import InputError
 
 FACE5_NAMES = ["eye_left", "eye_right", "nose_tip", "mouth_left", "mouth_right"]
@@ -359,20 +360,29 @@ def write_keypoints(path: str | Path, kp: Keypoints) -> None:
     write_json(path, kp.to_json())
 
 
+def name_order(names: Sequence[str], available: Sequence[str], where: str | Path, needed_by: str) -> list[int]:
+    """Indices into `available` of each of `names`, in order: points listed under `available` names, indexed
+    with it, come out in `names` order (landmarks in the order of the canonical keypoints, or back). An
+    InputError naming `where` when one of `names` is not available."""
+    available = list(available)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise InputError(where, f"has no point named '{missing[0]}', which {needed_by} needs "
+                                f"(its names are {available})")
+    return [available.index(n) for n in names]
+
+
 # ----------------------------------------------------------------------------------------- transforms
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+_INTRINSIC_FIELDS = dict(zip(INTRINSIC_KEYS, ("fx", "fy", "cx", "cy", "w", "h")))   # JSON key -> Camera field
 
 
 @dataclass
-class Frame:
-    file_path: str
-    c2w: np.ndarray             # [4, 4] camera-to-world, OpenGL axes
-    fl_x: float
-    fl_y: float
-    cx: float
-    cy: float
-    w: int
-    h: int
+class Frame(Camera):
+    """One frame of transforms.json: a Camera (c2w [4, 4] OpenGL axes; fx, fy are the file's fl_x, fl_y) with
+    its photo's path and any other keys the file gives it."""
+
+    file_path: str = ""
     extra: dict = field(default_factory=dict)
 
 
@@ -385,9 +395,9 @@ class Transforms:
         out: dict[str, Any] = dict(self.extra)
         if self.frames:
             f0 = self.frames[0]
-            shared = {k: getattr(f0, k) for k in INTRINSIC_KEYS}
+            shared = {k: getattr(f0, _INTRINSIC_FIELDS[k]) for k in INTRINSIC_KEYS}
             for k in INTRINSIC_KEYS:
-                if any(getattr(f, k) != shared[k] for f in self.frames):
+                if any(getattr(f, _INTRINSIC_FIELDS[k]) != shared[k] for f in self.frames):
                     shared.pop(k)
             for k, v in shared.items():
                 out[k] = int(v) if k in ("w", "h") else float(v)
@@ -399,7 +409,8 @@ class Transforms:
                                     "transform_matrix": [[float(c) for c in row] for row in f.c2w]}
             for k in INTRINSIC_KEYS:
                 if k not in shared:
-                    item[k] = int(getattr(f, k)) if k in ("w", "h") else float(getattr(f, k))
+                    v = getattr(f, _INTRINSIC_FIELDS[k])
+                    item[k] = int(v) if k in ("w", "h") else float(v)
             item.update(f.extra)
             frames.append(item)
         out["frames"] = frames
@@ -444,7 +455,7 @@ def read_transforms(path: str | Path, data_root: str | Path | None = None,
         if not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0], atol=1e-6):
             raise InputError(path, f"{where} 'transform_matrix' last row must be [0, 0, 0, 1]")
         extra = {k: v for k, v in fr.items() if k not in ("file_path", "transform_matrix", *INTRINSIC_KEYS)}
-        frames.append(Frame(rel, c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], extra))
+        frames.append(Frame(c2w, intr["fl_x"], intr["fl_y"], intr["cx"], intr["cy"], intr["w"], intr["h"], rel, extra))
     _no_duplicates([f.file_path for f in frames], path)
     extra = {k: v for k, v in obj.items() if k not in ("frames", *INTRINSIC_KEYS)}
     return Transforms(frames, extra)
@@ -454,92 +465,7 @@ def write_transforms(path: str | Path, tf: Transforms) -> None:
     write_json(path, tf.to_json())
 
 
-# ----------------------------------------------------------------------------------------- dataset folder
-@dataclass
-class DatasetPaths:
-    root: Path
-
-    images = property(lambda self: self.root / "images")
-    masks = property(lambda self: self.root / "masks")
-    landmarks = property(lambda self: self.root / "landmarks.json")
-    transforms = property(lambda self: self.root / "transforms.json")
-    keypoints = property(lambda self: self.root / "keypoints.json")
-
-    def mask_for(self, file_path: str) -> Path:
-        return self.masks / (Path(file_path).stem + ".png")
-
-
-def dataset(root: str | Path, must_exist: bool = True) -> DatasetPaths:
-    root = Path(root)
-    if must_exist and not root.is_dir():
-        raise InputError(root, "dataset folder not found")
-    return DatasetPaths(root)
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "image folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(folder, "contains no .png or .jpg images")
-    shared = first_shared_stem(files)
-    if shared is not None:
-        i, earlier = shared
-        raise InputError(files[i], f"has the same name as {earlier.name}; masks and cameras are matched by "
-                                   "file name without extension, so rename one")
-    return files
-
-
-# ----------------------------------------------------------------------------------------- run folder
-@dataclass
-class RunPaths:
-    root: Path
-
-    config = property(lambda self: self.root / "config.json")
-    model = property(lambda self: self.root / "model.safetensors")
-    trainer = property(lambda self: self.root / "trainer.safetensors")
-    trainer_json = property(lambda self: self.root / "trainer.json")
-    keypoints = property(lambda self: self.root / "keypoints.json")
-    images = property(lambda self: self.root / "images.json")
-    log = property(lambda self: self.root / "log.jsonl")
-    previews = property(lambda self: self.root / "previews")
-
-
-def run_folder(root: str | Path, must_exist: bool = True) -> RunPaths:
-    run = RunPaths(Path(root))
-    if must_exist:
-        if not run.root.is_dir():
-            raise InputError(run.root, "run folder not found (train a model with `lolnerf train DATA --out RUN`)")
-        for p in (run.config, run.model):
-            if not p.is_file():
-                raise InputError(p, "missing from the run folder; is this a folder written by `lolnerf train`?")
-    return run
-
-
-def append_log(path: str | Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, allow_nan=True) + "\n")
-        fh.flush()
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """Log records; a torn last line (killed mid-write) is ignored."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
+# ----------------------------------------------------------------------------------------- run folder files
 def read_images_json(path: str | Path) -> list[str]:
     path = Path(path)
     obj = read_json(path, "image list")

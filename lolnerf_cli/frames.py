@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from .bake import (DEFAULT_BLOCK, BakedField, bake, coarse_occupancy, coarse_poi
                    fine_points_estimate, render_baked)
 from .cameras import Camera
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 MODES = ("auto", "exact", "baked")
 
@@ -46,7 +50,7 @@ class FrameRenderer:
     """Draws (latent, camera) frames exactly or from bakes. mode: auto (the cheaper, see the module
     docstring), exact or baked; `baked` is a grid to start from (e.g. loaded with --bake)."""
 
-    def __init__(self, loaded, precision: str, mode: str = "auto", progress: Progress | None = None,
+    def __init__(self, loaded: LoadedModel, precision: str, mode: str = "auto", progress: Progress | None = None,
                  baked: BakedField | None = None, resolution: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")

@@ -296,8 +296,6 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     """A foreground mask as float32 [H, W] in [0, 1] (255 = object). `size` = (w, h) resizes it.
 
     Any image `load_image` reads is accepted: 8- or 16-bit grey, RGB (its luma is used) and so on."""
-    from PIL import Image
-
     path = Path(os.fspath(path))
     rgb, _ = _decode(path)
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
@@ -312,9 +310,40 @@ def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
             raise InputError(path, f"mask size must be (width, height), got {size!r}") from None
         if w < 1 or h < 1:
             raise InputError(path, f"mask size must be positive, got {w} x {h}")
-        if (grey.shape[1], grey.shape[0]) != (w, h):
-            grey = np.asarray(Image.fromarray(grey).resize((w, h), Image.BILINEAR))
+        return resize_mask(grey, w, h)
     return grey.astype(np.float32) / 255.0
+
+
+def resize_mask(mask: np.ndarray, w: int, h: int) -> np.ndarray:
+    """A mask (uint8 0..255, or float in [0, 1]; [H, W] or [H, W, C], whose first channel is used) as float32
+    [h, w] in [0, 1], resized bilinearly: the one way masks are resized for training, inversion and eval."""
+    from PIL import Image
+
+    m8 = to_uint8(np.asarray(mask))
+    if m8.ndim == 3:
+        m8 = m8[..., 0]
+    if (m8.shape[1], m8.shape[0]) != (w, h):
+        m8 = np.asarray(Image.fromarray(np.ascontiguousarray(m8)).resize((w, h), Image.BILINEAR))
+    return m8.astype(np.float32) / 255.0
+
+
+def object_mask(mask_path: Path | None, alpha: np.ndarray | None,
+                size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A photo's object mask, float32 [H, W] in [0, 1]: the mask file when it exists, else the photo's alpha
+    channel (uint8), else None; resized to size = (w, h) when given."""
+    if mask_path is not None and Path(mask_path).is_file():
+        return load_mask(mask_path, size)
+    if alpha is None:
+        return None
+    return resize_mask(alpha, *size) if size is not None else np.asarray(alpha).astype(np.float32) / 255.0
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Float values in [0, 1] (clipped; NaN -> 0) -> uint8 0..255 rounded to nearest; uint8 passes through."""
+    arr = np.asarray(x)
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
 def resize(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -333,12 +362,10 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
 
     from .formats import atomic_write_bytes
 
-    arr = np.asarray(rgb)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(np.nan_to_num(arr, nan=0.0), 0, 1) * 255 + 0.5).astype(np.uint8)
+    arr = to_uint8(rgb)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
 
 
-__all__ = ["load_image", "load_mask", "resize", "save_png", "orient", "MAX_PIXELS", "ALLOWED_FORMATS"]
+__all__ = ["load_image", "load_mask", "object_mask", "resize", "resize_mask", "save_png", "to_uint8", "orient", "MAX_PIXELS", "ALLOWED_FORMATS"]

@@ -21,8 +21,9 @@ import numpy as np
 
 from .camera_formats import SourceCamera, camera_label, read_cameras
 from .errors import InputError
-from .formats import (Frame, Keypoints, Transforms, dataset, first_shared_stem, list_images, read_landmarks,
-                      write_keypoints, write_transforms)
+from .formats import (Frame, Keypoints, Transforms, first_shared_stem, read_landmarks, write_keypoints,
+                      write_transforms)
+from .folders import dataset, list_images
 
 CAMERA_SOURCE_IMPORTED = "import-cameras"
 
@@ -209,7 +210,7 @@ def import_cameras(file: str | Path, data: str | Path, fmt: str = "auto", keep_f
     for note in norm.notes:
         notes[note] = notes.get(note, 0) + 1
     out_c2w = norm.apply(c2w)
-    frames = [Frame(f"images/{img.name}", out_c2w[k], *rows[k][:4], int(rows[k][4]), int(rows[k][5]))
+    frames = [Frame(out_c2w[k], *rows[k][:4], int(rows[k][4]), int(rows[k][5]), f"images/{img.name}")
               for k, (img, _) in enumerate(matched)]
     extra = {"camera_source": CAMERA_SOURCE_IMPORTED,
              "imported_from": {"file": os.path.abspath(file), "format": fmt,
@@ -246,7 +247,7 @@ def _keypoints_for(ds, tf: Transforms) -> tuple[Keypoints, float] | None:
     for lfr, cfr in pairs:
         sx, sy = cfr.w / lfr.w, cfr.h / lfr.h                       # landmark pixels -> this camera's pixels
         u, v = lfr.points[:, 0] * sx, lfr.points[:, 1] * sy
-        d_cam = np.stack([(u - cfr.cx) / cfr.fl_x, -(v - cfr.cy) / cfr.fl_y, -np.ones_like(u)], axis=-1)
+        d_cam = np.stack([(u - cfr.cx) / cfr.fx, -(v - cfr.cy) / cfr.fy, -np.ones_like(u)], axis=-1)
         rays_d.append(d_cam @ cfr.c2w[:3, :3].T)
         rays_o.append(np.broadcast_to(cfr.c2w[:3, 3], d_cam.shape))
         pts.append(np.stack([u, v], axis=-1))
@@ -254,7 +255,7 @@ def _keypoints_for(ds, tf: Transforms) -> tuple[Keypoints, float] | None:
     points = np.stack([closest_point_to_lines(rays_o[:, j], rays_d[:, j])[0] for j in range(rays_o.shape[1])])
     rmse = []
     for k, (_, cfr) in enumerate(pairs):
-        uv, _ = project(points, cfr.c2w, cfr.fl_x, cfr.fl_y, cfr.cx, cfr.cy)
+        uv, _ = project(points, cfr.c2w, cfr.fx, cfr.fy, cfr.cx, cfr.cy)
         rmse.append(float(np.sqrt(((uv - pts[k]) ** 2).sum(-1).mean())))
     return Keypoints(lm.scheme, list(lm.names), points), float(np.median(rmse))
 
@@ -276,7 +277,7 @@ def camera_figure(tf: Transforms, out: str | Path, title: str = "", max_frusta: 
     for fr in tf.frames[::step]:
         m = np.asarray(fr.c2w)
         size = 0.25 * np.linalg.norm(m[:3, 3])
-        corners = np.array([m[:3, 3] + size * m[:3, :3] @ np.array([(cu - fr.cx) / fr.fl_x, -(cv - fr.cy) / fr.fl_y, -1.0])
+        corners = np.array([m[:3, 3] + size * m[:3, :3] @ np.array([(cu - fr.cx) / fr.fx, -(cv - fr.cy) / fr.fy, -1.0])
                             for cu, cv in [(0, 0), (fr.w, 0), (fr.w, fr.h), (0, fr.h)]])
         frusta.append((m[:3, 3], corners))
     fig, axes = plt.subplots(1, 3, figsize=(14, 5.0))

@@ -18,19 +18,21 @@ import numpy as np
 import torch
 
 from .cameras import Camera, focal_from_fov, pixel_rays
+from .config import InvertConfig
 from .device import resolve_precision
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import first_shared_stem
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
 from .progress import Progress, or_silent
-from .video import NOVEL_YAW_DEG, read_view, turned
+from .views import NOVEL_YAW_DEG, read_view, turned
 
-INVERT_STEPS = 200             # default optimisation steps
-INVERT_LR = 5e-2               # Adam learning rate of the latents at step 0 ...
-INVERT_LR_FINAL_FACTOR = 0.1   # ... decayed (cosine) to this fraction of it at the last step
-CAMERA_LR = 2e-3               # Adam learning rate of the camera correction (radians / scene units)
-RAYS_PER_IMAGE = 512           # random pixels of each photo per step (all pixels when the image is smaller)
-MAX_RAYS_PER_STEP = 16384      # photos are optimised in groups so that one step renders at most this many rays
+_DEFAULTS = InvertConfig()     # the numbers live in config.py
+INVERT_STEPS = _DEFAULTS.steps
+INVERT_LR = _DEFAULTS.lr
+INVERT_LR_FINAL_FACTOR = _DEFAULTS.lr_final_factor
+CAMERA_LR = _DEFAULTS.camera_lr
+RAYS_PER_IMAGE = _DEFAULTS.rays_per_image
+MAX_RAYS_PER_STEP = _DEFAULTS.max_rays_per_step
 
 
 @dataclass
@@ -62,13 +64,9 @@ def corrected_c2w(c2w: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor) -> 
     return c2w @ delta
 
 
-def _camera_with(cam: Camera, c2w: np.ndarray) -> Camera:
-    return Camera(c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.w, cam.h)
-
-
 # ----------------------------------------------------------------------------------------- the fit
 def _prepare(images, cameras, masks, res: int):
-    from .images import resize
+    from .images import resize, resize_mask
 
     targets, masks_out, cams = [], [], []
     for i, (img, cam) in enumerate(zip(images, cameras)):
@@ -78,15 +76,7 @@ def _prepare(images, cameras, masks, res: int):
         targets.append(resize(img, res, res).astype(np.float32) / 255.0)
         cams.append(cam.scaled(res, res))
         m = masks[i] if masks is not None and i < len(masks) else None
-        if m is not None:
-            m = np.asarray(m)
-            m8 = m if m.dtype == np.uint8 else (np.clip(m.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
-            if m8.ndim == 3:
-                m8 = m8[..., 0]
-            m8 = resize(np.repeat(m8[..., None], 3, 2), res, res)[..., 0]
-            masks_out.append(m8.astype(np.float32) / 255.0)
-        else:
-            masks_out.append(None)
+        masks_out.append(None if m is None else resize_mask(m, res, res))
     return targets, masks_out, cams
 
 
@@ -117,7 +107,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     if len(cameras) != n:
         raise ValueError("one camera per image")
     if steps < (0 if z_init is not None else 1):
-        raise InputError("--steps", "must be at least 1")
+        raise ParamError("steps", "must be at least 1")
     res = int(resolution or loaded.cfg.train.resolution)
     device = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, device)
@@ -142,7 +132,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
-                out_cams[i] = _camera_with(cams[i], c2w_fit[j])
+                out_cams[i] = cams[i].with_pose(c2w_fit[j])
 
     psnr_init, psnr, renders = [], [], []
     with pr.task("measuring", total=n) as task:
@@ -311,14 +301,14 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
 def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segment: bool) -> tuple[np.ndarray | None, str | None]:
     """A photo's foreground mask: DATA/masks/<stem>.png beside DATA/images/, its alpha channel, or (segment)
     a segmentation of the photo. Float [H, W] in [0, 1] or None."""
-    from .images import load_mask
+    from .images import object_mask
 
     h, w = rgb.shape[:2]
     cand = path.parent.parent / "masks" / (path.stem + ".png")
     if cand.is_file() and cand.resolve() != path.resolve():
-        return load_mask(cand, (w, h)), str(cand)
+        return object_mask(cand, None, (w, h)), str(cand)
     if alpha is not None and alpha.min() < 255:
-        return alpha.astype(np.float32) / 255.0, "alpha channel"
+        return object_mask(None, alpha), "alpha channel"
     if segment:
         try:
             from . import landmarks
@@ -338,17 +328,14 @@ def mask_for_photo(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, segmen
 def points_from_landmarks_file(loaded, paths: Sequence[Path], landmarks_path: str | Path) -> list[np.ndarray]:
     """Each photo's 2D landmarks from a landmarks.json (any landmarker), matched by file name, in the order of
     the run's canonical keypoint names."""
-    from .formats import read_keypoints, read_landmarks
+    from .formats import name_order, read_keypoints, read_landmarks
 
     landmarks_path = Path(landmarks_path)
     lm = read_landmarks(landmarks_path)
     if not loaded.run.keypoints.is_file():
         raise InputError(loaded.run.keypoints, "not found; this run has no canonical keypoints to fit landmarks to")
     names = read_keypoints(loaded.run.keypoints).names
-    missing = [n for n in names if n not in lm.names]
-    if missing:
-        raise InputError(landmarks_path, f"has no points named {missing} (the model's keypoints are {names})")
-    order = [lm.names.index(n) for n in names]
+    order = name_order(names, lm.names, landmarks_path, "the model's keypoints")
     by_stem = {Path(f.file_path).stem: f for f in lm.frames}
     out = []
     for p in paths:

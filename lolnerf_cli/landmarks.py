@@ -27,7 +27,8 @@ from typing import Protocol
 import numpy as np
 
 from .errors import InputError
-from .formats import FACE5_NAMES, LandmarkFrame, Landmarks, dataset, list_images, write_landmarks
+from .formats import FACE5_NAMES, LandmarkFrame, Landmarks, write_landmarks
+from .folders import dataset, list_images
 from .images import load_image, save_png
 from .progress import Progress, or_silent
 
@@ -351,7 +352,7 @@ def find_landmarks(data: str | Path, masks: bool = False, progress: Progress | N
             if masks:
                 try:
                     m = segment_foreground(rgb)
-                    save_png(ds.mask_for(rel), (m * 255.0 + 0.5).astype(np.uint8))
+                    save_png(ds.mask_for(rel), m)
                     run.masks_written += 1
                 except InputError as exc:
                     run.mask_failed.append({"file_path": rel, "reason": exc.reason})

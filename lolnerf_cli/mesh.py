@@ -7,14 +7,19 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .device import autocast, resolve_precision
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import atomic_write_bytes
+from .images import to_uint8
 from .progress import Progress, or_silent
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 MESH_GRID = 128                # grid points per axis
 MESH_THRESHOLD = 10.0          # density (per scene unit) of the extracted surface
@@ -30,7 +35,7 @@ class Mesh:
 
 
 @torch.inference_mode()
-def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progress | None = None,
+def density_grid(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, progress: Progress | None = None,
                  chunk: int = MESH_POINTS_PER_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """sigma on a G^3 grid spanning the bounding cube [-r, r]^3 (zero outside the bounding sphere).
 
@@ -67,7 +72,7 @@ def density_grid(loaded, z: torch.Tensor, grid: int = MESH_GRID, progress: Progr
 
 
 @torch.inference_mode()
-def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_POINTS_PER_CHUNK) -> np.ndarray:
+def field_colors(loaded: LoadedModel, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_POINTS_PER_CHUNK) -> np.ndarray:
     """The field's colour c(x | z) at points [V, 3] -> uint8 [V, 3]."""
     device = z.device
     precision = resolve_precision(loaded.cfg.train.precision, device)
@@ -78,10 +83,10 @@ def field_colors(loaded, z: torch.Tensor, points: np.ndarray, chunk: int = MESH_
             _, rgb = loaded.model.field(p[None], z[None], loaded.model.point_var(p[None], 0.0))  # one "ray" of V samples
         cols.append(rgb[0].float().clamp(0, 1).cpu().numpy())
     rgb = np.concatenate(cols) if cols else np.zeros((0, 3), np.float32)
-    return (rgb * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rgb)
 
 
-def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,
+def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,
                  progress: Progress | None = None) -> Mesh:
     """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex.
 
@@ -90,20 +95,20 @@ def extract_mesh(loaded, z: torch.Tensor, grid: int = MESH_GRID, threshold: floa
     from skimage import measure
 
     if grid < 8:
-        raise InputError("--grid", "must be at least 8")
+        raise ParamError("grid", "must be at least 8")
     if threshold is not None and not threshold > 0:
-        raise InputError("--threshold", "must be a positive density")
+        raise ParamError("threshold", "must be a positive density")
     dens, axis = density_grid(loaded, z, grid, progress)
     top = float(dens.max())
     if threshold is None:
         threshold = MESH_THRESHOLD if top >= 2 * MESH_THRESHOLD else 0.5 * top
         if not threshold > 0:
-            raise InputError("--threshold", "the density is zero everywhere; there is no surface to extract")
+            raise ParamError("threshold", "the density is zero everywhere; there is no surface to extract")
     if top <= threshold:
-        raise InputError("--threshold", f"no density reaches {threshold:g} (the highest is {top:.3g}); "
-                                        f"try a lower --threshold, e.g. {max(top * 0.5, 1e-3):.3g}")
+        raise ParamError("threshold", f"no density reaches {threshold:g} (the highest is {top:.3g}); "
+                                        f"try a lower {{threshold}}, e.g. {max(top * 0.5, 1e-3):.3g}")
     if float(dens.min()) >= threshold:
-        raise InputError("--threshold", f"the density is above {threshold:g} everywhere; try a higher --threshold")
+        raise ParamError("threshold", f"the density is above {threshold:g} everywhere; try a higher {{threshold}}")
     # zero-pad so that surfaces touching the grid's edge are closed
     padded = np.pad(dens, 1, mode="constant", constant_values=0.0)
     step = float(axis[1] - axis[0])

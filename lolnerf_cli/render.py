@@ -14,6 +14,7 @@ cameras.py), so the distance parameter t of a sample is its camera-space z-depth
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,7 +229,7 @@ def render_image(model, z: torch.Tensor, camera: Camera, rcfg: RenderConfig, pre
     outs = {"rgb": [], "alpha": [], "depth": [], "fg": []}
     progress = or_silent(progress)
     steps = math.ceil(n / chunk)
-    with progress.task("rendering", total=steps) if steps > 8 else _nullctx() as task:
+    with progress.task("rendering", total=steps) if steps > 8 else nullcontext() as task:
         for s in range(0, n, chunk):
             zz = z[None].expand(min(chunk, n - s), -1)
             r = render_rays(model, origins[s:s + chunk], dirs[s:s + chunk], zz, rcfg, False, precision,
@@ -252,11 +253,3 @@ def image_outputs(outs: dict[str, list[torch.Tensor]], h: int, w: int) -> dict[s
         depth = np.where(alpha >= 0.5, depth_sum / np.maximum(alpha, 1e-6), np.nan).astype(np.float32)
     fg = torch.cat(outs["fg"]).clamp(0, 1).reshape(h, w, 3).cpu().numpy()
     return {"rgb": rgb, "alpha": alpha, "depth": depth, "fg": fg}
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

@@ -35,9 +35,10 @@ from .config import Config, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .distributed import init_distributed
-from .errors import InputError, LolnerfError
-from .formats import (append_log, dataset, read_json, read_keypoints, run_folder, write_images_json, write_json,
-                      write_keypoints)
+from .errors import InputError, LolnerfError, ParamError
+from .formats import read_json, read_keypoints, write_images_json, write_json, write_keypoints
+from .run_log import append_log
+from .folders import dataset, run_folder
 from .images import save_png
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
 from .model import GenerativeNeRF
@@ -360,7 +361,7 @@ class Trainer:
             rows_gt.append(self.cache.image(k).astype(np.float32) / 255.0)
             rows_rec.append(render_image(self.model, z, cam, self.cfg.render, self.precision)["rgb"])
             eye = spherical_eye(yaw + 30.0, pitch, radius)
-            nov = Camera(look_at(eye), cam.fx, cam.fy, cam.cx, cam.cy, res, res)
+            nov = cam.with_pose(look_at(eye))
             rows_nov.append(render_image(self.model, z, nov, self.cfg.render, self.precision)["rgb"])
         self.model.train()
         grid = np.concatenate([np.concatenate(r, axis=1) for r in (rows_gt, rows_rec, rows_nov)], axis=0)
@@ -394,11 +395,11 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
         if key == "render.sampler":
             use_sampler(cfg, value)
             continue
-        setattr(getattr(cfg, section), name, value)
+        cfg.override(key, value)
     cfg.check("--preset" if not resume else str(run_folder(run_dir, must_exist=False).config))
     tc = cfg.train
     if tc.images_per_step < 1 or tc.pixels_per_image < 1 or tc.resolution < 4:
-        raise InputError("--preset", "images_per_step, pixels_per_image and resolution must be positive")
+        raise ParamError("preset", "images_per_step, pixels_per_image and resolution must be positive")
     return cfg
 
 
@@ -406,7 +407,7 @@ def use_sampler(cfg: Config, sampler: str) -> None:
     """Switch a configuration to a sampler with its companions: "proposal" uses the "ipe" encoding and
     one proposal network per `render.proposal_samples` count; "hierarchical" neither."""
     if sampler not in ("hierarchical", "proposal"):
-        raise InputError("--sampler", f"must be 'hierarchical' or 'proposal', got '{sampler}'")
+        raise ParamError("sampler", f"must be 'hierarchical' or 'proposal', got '{sampler}'")
     cfg.render.sampler = sampler
     if sampler == "proposal":
         cfg.model.encoding = "ipe"
@@ -424,7 +425,7 @@ def train(data_dir: str | Path, run_dir: str | Path, preset_name: str | None = "
     ov = {"train.steps": steps}
     ov.update({f"train.{k}": v for k, v in overrides.items()})
     if resume and config_overrides and any(v is not None for v in config_overrides.values()):
-        raise InputError("--resume", "a resumed run keeps its model and renderer settings; drop --sampler")
+        raise ParamError("resume", "a resumed run keeps its model and renderer settings; drop {sampler}")
     ov.update(config_overrides or {})
     cfg = resolve_config(run_dir, preset_name, resume, ov)
     trainer = Trainer(data_dir, run_dir, cfg, resume=resume, device=device, progress=progress)

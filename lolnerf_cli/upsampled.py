@@ -49,7 +49,7 @@ def upsampled_section(ev, folder: Path, objects: list, scale: int,
     upsample of the same view rendered at the training resolution, against synth's exact ground truth.
     `ev` is the running Evaluator, `objects` the novel section's (eval_inputs.NovelObject, loaded and with
     their cameras in the model's frame); its inversions are reused. None when the dataset is not synthetic."""
-    from . import synth
+    from . import synth_scene
     from .eval_scoring import summary
     from .images import save_png
     from .metrics import psnr
@@ -68,12 +68,12 @@ def upsampled_section(ev, folder: Path, objects: list, scale: int,
             except ValueError:
                 raise InputError(folder / "transforms.json", f"object '{obj.name}' is not a synth holdout object "
                                                              "(h<number>)") from None
-            truth_obj = synth.holdout_object(seed, index)
+            truth_obj = synth_scene.holdout_object(seed, index)
             for j, v in enumerate(obj.views):
                 small = ev.render(z, v.camera())["rgb"]
                 fine = render_image(ev.loaded.model, z.to(ev.device), v.camera().scaled(big, big), ev.cfg.render,
                                     ev.precision)["rgb"]
-                truth = synth.render_object(truth_obj, Camera.from_frame(v.frame).scaled(big, big))
+                truth = synth_scene.render_object(truth_obj, Camera.from_frame(v.frame).scaled(big, big))
                 on = truth.alpha >= 0.5
                 if not on.any():
                     continue

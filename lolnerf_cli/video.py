@@ -1,7 +1,5 @@
-"""Camera paths around a trained model and the files they are rendered into.
+"""The files camera paths are rendered into (views.py says where the cameras are).
 
-- `View` / `read_view`: the mean training camera of a run (RUN/view.json), the centre of every orbit
-  and of every "mean view" image (sample grids, interpolation videos).
 - `FrameSink`: one writer for FILE.mp4 (libx264 through imageio-ffmpeg), FILE.gif (Pillow) or a folder
   of numbered PNG frames, chosen by the output path's suffix. Files appear atomically when closed.
 - `colorize_depth`: depth map -> colour-mapped uint8 image (NaN -> black) with a fixed range, so the
@@ -19,70 +17,27 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
+from .cameras import Camera
+from .config import VideoConfig
 from .errors import InputError
-from .formats import _UMASK, atomic_write_bytes, read_json
+from .formats import _UMASK, atomic_write_bytes
+from .images import to_uint8
 from .progress import Progress, or_silent
 
-VIDEO_FPS = 24                 # frames per second of every video written here
-ORBIT_YAW_DEG = 35.0           # yaw amplitude of an orbit around the mean view
-ORBIT_PITCH_DEG = 12.0         # pitch amplitude of an orbit around the mean view
-NOVEL_YAW_DEG = 30.0           # the "novel view" of previews: the input camera turned this far about +Y
-DEPTH_COLORMAP = "turbo"
-DEFAULT_VIEW = (0.0, 0.0, 2.7, 30.0)   # (yaw, pitch, radius, fov) when a run has no view.json
-MP4_CRF_QUALITY = 8            # imageio-ffmpeg quality 0..10 (10 = best)
-SHEET_MIN_TILE = 128           # contact sheets (sample grid, inversion preview) show each image at least this big
-SHEET_PAD = 4                  # pixels between the tiles of a contact sheet
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
-
-# ----------------------------------------------------------------------------------------- views
-@dataclass
-class View:
-    """A camera on a sphere around the object, looking at the origin."""
-
-    yaw: float
-    pitch: float
-    radius: float
-    fov: float
-
-    def camera(self, size: int, yaw_offset: float = 0.0, pitch_offset: float = 0.0) -> Camera:
-        """A square `size` px camera at this view (turned by the offsets, in degrees)."""
-        f = focal_from_fov(self.fov, size)
-        eye = spherical_eye(self.yaw + yaw_offset, self.pitch + pitch_offset, self.radius)
-        return Camera(look_at(eye), f, f, size / 2, size / 2, size, size)
-
-    def orbit(self, n_frames: int, size: int) -> list[Camera]:
-        """A closed yaw/pitch loop of `n_frames` square cameras around this view."""
-        return orbit_cameras(n_frames, size, radius=self.radius, fov_deg=self.fov, yaw_amp=ORBIT_YAW_DEG,
-                             pitch_amp=ORBIT_PITCH_DEG, center_yaw=self.yaw, center_pitch=self.pitch)
-
-
-def read_view(run_root: str | Path) -> View:
-    """The mean training view of a run (RUN/view.json); a frontal default for runs without one."""
-    path = Path(run_root) / "view.json"
-    if not path.is_file():
-        return View(*DEFAULT_VIEW)
-    obj = read_json(path, "view file")
-    try:
-        vals = [float(obj[k]) for k in ("yaw", "pitch", "radius", "fov")]
-    except (KeyError, TypeError, ValueError):
-        raise InputError(path, "must hold numbers 'yaw', 'pitch', 'radius' and 'fov'") from None
-    if not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or not 0 < vals[3] < 180:
-        raise InputError(path, "has an invalid radius or field of view")
-    return View(*vals)
-
-
-def turned(camera: Camera, yaw_deg: float) -> Camera:
-    """The same camera carried around the object's vertical axis (+Y through the origin) by yaw_deg."""
-    a = math.radians(yaw_deg)
-    rot = np.eye(4)
-    rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
-    return Camera(rot @ camera.c2w, camera.fx, camera.fy, camera.cx, camera.cy, camera.w, camera.h)
+_DEFAULTS = VideoConfig()      # the numbers live in config.py
+VIDEO_FPS = _DEFAULTS.fps
+DEPTH_COLORMAP = _DEFAULTS.depth_colormap
+MP4_CRF_QUALITY = _DEFAULTS.mp4_quality
+SHEET_MIN_TILE = _DEFAULTS.sheet_min_tile
+SHEET_PAD = _DEFAULTS.sheet_pad
 
 
 # ----------------------------------------------------------------------------------------- depth colours
@@ -109,14 +64,7 @@ def colorize_depth(depth: np.ndarray, near: float | None = None, far: float | No
     t = np.clip((np.where(finite, d, near) - near) / span, 0.0, 1.0)
     rgb = matplotlib.colormaps[cmap](t)[..., :3]
     rgb[~finite] = 0.0
-    return (rgb * 255 + 0.5).astype(np.uint8)
-
-
-def to_uint8(rgb: np.ndarray) -> np.ndarray:
-    arr = np.asarray(rgb)
-    if arr.dtype == np.uint8:
-        return arr
-    return (np.clip(arr, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rgb)
 
 
 # ----------------------------------------------------------------------------------------- writers
@@ -257,7 +205,7 @@ class SequenceStats:
         return 1000.0 * self.seconds / max(self.frames, 1)
 
 
-def render_sequence(loaded, latents: torch.Tensor | Sequence[torch.Tensor], cameras: Sequence[Camera],
+def render_sequence(loaded: LoadedModel, latents: torch.Tensor | Sequence[torch.Tensor], cameras: Sequence[Camera],
                     sink: FrameSink, depth_sink: FrameSink | None = None, precision: str = "fp32",
                     progress: Progress | None = None, description: str = "rendering frames",
                     renderer=None) -> SequenceStats:

@@ -433,6 +433,7 @@ LANDMARK_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(LANDMARK_CASES))
 def test_bad_landmarks(data_dir, key):
     content, word = LANDMARK_CASES[key]
@@ -481,7 +482,7 @@ def test_bad_transforms(data_dir, key):
 
 
 def test_images_sharing_a_stem_are_refused(tmp_path):
-    from lolnerf_cli.formats import list_images
+    from lolnerf_cli.folders import list_images
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("a.png", "a.jpg", "b.png"):

@@ -89,7 +89,7 @@ def _renders(run, index, yaw, size=32, **bake_kw):
     from lolnerf_cli.bake import bake, render_baked
     from lolnerf_cli.model import load_model
     from lolnerf_cli.render import render_image
-    from lolnerf_cli.video import read_view
+    from lolnerf_cli.views import read_view
 
     loaded = load_model(run)
     z = loaded.latents[index]
@@ -100,6 +100,7 @@ def _renders(run, index, yaw, size=32, **bake_kw):
 
 
 # ----------------------------------------------------------------------------------------- agreement
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [0, 1, 2])
 def test_baked_matches_exact_image_and_depth(textured, index):
     for yaw in PSNR_VIEWS:
@@ -131,6 +132,7 @@ def test_baked_cube_has_the_true_depth_and_colour(cube):
     assert _psnr(ex["rgb"], bk["rgb"]) >= BAKED_VS_EXACT_DB
 
 
+@pytest.mark.slow
 def test_empty_space_skipping_and_culling_do_not_change_the_image(textured, cube):
     from lolnerf_cli.bake import bake, render_baked
 
@@ -145,6 +147,7 @@ def test_empty_space_skipping_and_culling_do_not_change_the_image(textured, cube
             assert _psnr(unculled[key], skipped[key]) >= SKIP_DB, key
 
 
+@pytest.mark.slow
 def test_a_fog_field_is_kept_whole(tiny):
     """The briefly trained tiny model is still a fog filling the sphere: nothing may be culled."""
     loaded, baked, cam, ex, bk = _renders(tiny.run, 0, 0.0)
@@ -165,6 +168,7 @@ def test_bench_measures_baked_rendering_of_a_run(textured):
 
 
 # ----------------------------------------------------------------------------------------- files
+@pytest.mark.slow
 def test_saved_bake_renders_identically_and_is_checked(textured, tiny, tmp_path):
     from lolnerf_cli.bake import BakedField, render_baked
     from lolnerf_cli.errors import InputError
@@ -202,6 +206,7 @@ def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.float64) / 255
 
 
+@pytest.mark.slow
 def test_render_orbit_bakes_by_default_and_reuses_a_saved_bake(textured, tmp_path):
     base = ["render", "--model", str(textured), "--index", "1", "--orbit", "--frames", "4", "--resolution", "24",
             "--device", "cpu"]
@@ -220,6 +225,7 @@ def test_render_orbit_bakes_by_default_and_reuses_a_saved_bake(textured, tmp_pat
         assert _psnr(_png(tmp_path / "b" / name), _png(tmp_path / "e" / name)) >= BAKED_VS_EXACT_DB
 
 
+@pytest.mark.slow
 def test_render_camera_bakes_many_frames_and_keeps_depth(textured, tmp_path):
     from lolnerf_cli.cameras import focal_from_fov, look_at, spherical_eye
 
@@ -243,6 +249,7 @@ def test_render_camera_bakes_many_frames_and_keeps_depth(textured, tmp_path):
         assert both.sum() > 50 and np.abs(d_b - d_e)[both].max() < 0.05
 
 
+@pytest.mark.slow
 def test_bake_flag_errors(textured, tiny, tmp_path):
     grid = tmp_path / "g.safetensors"
     res = invoke(["render", "--model", str(textured), "--index", "0", "--orbit", "--frames", "2", "--resolution", "16",
@@ -265,6 +272,7 @@ def test_bake_flag_errors(textured, tiny, tmp_path):
     assert res.exit_code == 2 and "missing.safetensors" in error_line(res)
 
 
+@pytest.mark.slow
 def test_sample_orbit_and_interpolate_use_the_baked_path(textured, tmp_path):
     res = invoke(["sample", "--model", str(textured), "--n", "2", "--out", str(tmp_path / "s"), "--orbit",
                   "--frames", "8", "--resolution", "40", "--device", "cpu"])
@@ -281,6 +289,7 @@ def test_sample_orbit_and_interpolate_use_the_baked_path(textured, tmp_path):
     assert "baked 3 latent" in res.stdout
 
 
+@pytest.mark.slow
 def test_fuzz_baked_grid_files(tmp_path):
     """Random and mutated grid files: `BakedField.load` reads them or raises one InputError naming the file,
     and whatever it accepts can be ray-marched."""

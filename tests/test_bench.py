@@ -6,6 +6,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow   # trains models or runs whole commands
+
 
 def test_bench_json_has_the_spec_keys():
     r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "bench", "--json", "--preset", "tiny", "--seconds", "0.5"],

@@ -80,6 +80,7 @@ def _same_adam_state(a: Trainer, b: Trainer):
     assert la["step"] == lb["step"] == 3 and torch.equal(la["exp_avg"], lb["exp_avg"])
 
 
+@pytest.mark.slow
 def test_adam_state_is_keyed_by_parameter_name_and_round_trips(trained, synth_data, tmp_path):
     tensors, meta = load_safetensors(trained.run.trainer)
     names = [n for n, _ in trained.named_params]
@@ -92,6 +93,7 @@ def test_adam_state_is_keyed_by_parameter_name_and_round_trips(trained, synth_da
     _same_adam_state(trained, _resume(synth_data, _copy_run(trained, tmp_path)))
 
 
+@pytest.mark.slow
 def test_an_index_keyed_checkpoint_still_resumes(trained, synth_data, tmp_path):
     run = _copy_run(trained, tmp_path)
     names = [n for n, _ in trained.named_params]
@@ -129,6 +131,7 @@ def test_an_index_keyed_checkpoint_that_does_not_fit_is_one_clear_error(trained,
         _resume(synth_data, run2)
 
 
+@pytest.mark.slow
 def test_a_name_keyed_checkpoint_that_does_not_fit_is_one_clear_line(trained, synth_data, tmp_path):
     name0 = trained.named_params[0][0]
     ghost = {f"opt.field.ghost.{f}": f for f in ("exp_avg", "exp_avg_sq", "step")}

@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import imageio as iio
+import pytest
+
+pytestmark = pytest.mark.slow   # trains models or runs whole commands
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path):

@@ -71,7 +71,8 @@ def test_encode_returns_cameras_at_the_encoder_resolution():
 # ----------------------------------------------------------------------------------------- training
 def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
     from lolnerf_cli.encoder_train import train_encoder
-    from lolnerf_cli.formats import load_safetensors, read_log
+    from lolnerf_cli.formats import load_safetensors
+    from lolnerf_cli.run_log import read_log
 
     tiny = tiny_run(tmp_path_factory)
     a, b = tmp_path / "a", tmp_path / "b"

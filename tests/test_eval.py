@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from lolnerf_cli import commands  # noqa: F401 - registers the subcommands
 from lolnerf_cli.app import app
 
+pytestmark = pytest.mark.slow   # trains models or runs whole commands
+
 SUBSET = 3          # training (and held-out) images scored
 
 
@@ -437,7 +439,7 @@ def test_aligned_cameras(fitted_run):
         q = obj.query
         assert obj.alignment["landmarks"] == "landmarks.json"     # (a 32 px face may be flagged: 0.5 px > 10 %)
         cam = q.camera()
-        assert (cam.fx, cam.fy, cam.cx, cam.cy) == (q.frame.fl_x, q.frame.fl_y, q.frame.cx, q.frame.cy)
+        assert (cam.fx, cam.fy, cam.cx, cam.cy) == (q.frame.fx, q.frame.fy, q.frame.cx, q.frame.cy)
         uv, z = project(kp, cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy)
         err = np.linalg.norm(uv - lms[q.file_path], axis=1)
         assert (z > 0).all() and err.max() < 2.0, err
@@ -450,7 +452,7 @@ def test_aligned_cameras(fitted_run):
             assert _rot_angle_deg(rel_true[:3, :3].T @ rel_model[:3, :3]) < 1e-6
             np.testing.assert_allclose(rel_model[:3, 3], s * rel_true[:3, 3], atol=1e-9)
             vc = v.camera()
-            assert (vc.fx, vc.fy, vc.cx, vc.cy, vc.w, vc.h) == (v.frame.fl_x, v.frame.fl_y, v.frame.cx, v.frame.cy,
+            assert (vc.fx, vc.fy, vc.cx, vc.cy, vc.w, vc.h) == (v.frame.fx, v.frame.fy, v.frame.cx, v.frame.cy,
                                                                 v.frame.w, v.frame.h)
 
 

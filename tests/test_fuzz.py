@@ -87,6 +87,7 @@ def _check_image(path: Path) -> None:
     assert alpha is None or (alpha.dtype == np.uint8 and alpha.shape == rgb.shape[:2])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.binary(max_size=2048))
 def test_fuzz_image_random_bytes(workdir, data):
@@ -120,6 +121,7 @@ def mutated_image(draw) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=mutated_image(), suffix=st.sampled_from([".png", ".jpg"]))
 def test_fuzz_image_mutated_valid_files(workdir, data, suffix):
@@ -227,7 +229,7 @@ def _valid_transforms(tf: Transforms) -> None:
     assert isinstance(tf, Transforms)
     for f in tf.frames:
         assert f.c2w.shape == (4, 4) and np.isfinite(f.c2w).all()
-        assert f.fl_x > 0 and f.fl_y > 0 and math.isfinite(f.cx) and math.isfinite(f.cy)
+        assert f.fx > 0 and f.fy > 0 and math.isfinite(f.cx) and math.isfinite(f.cy)
         assert isinstance(f.w, int) and isinstance(f.h, int) and f.w > 0 and f.h > 0
 
 
@@ -252,12 +254,14 @@ def _check_reader(kind: str, path: Path) -> None:
     valid(out)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(kind=st.sampled_from(sorted(READERS)), obj=JSON)
 def test_fuzz_readers_random_json(workdir, kind, obj):
     _check_reader(kind, _write(workdir, f"{kind}.json", obj))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data(), kind=st.sampled_from(sorted(READERS)))
 def test_fuzz_readers_mutated_valid_files(workdir, data, kind):
@@ -265,6 +269,7 @@ def test_fuzz_readers_mutated_valid_files(workdir, data, kind):
     _check_reader(kind, _write(workdir, f"{kind}.json", obj))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data(), kind=st.sampled_from(sorted(READERS)))
 def test_fuzz_readers_mutated_text(workdir, data, kind):
@@ -274,6 +279,7 @@ def test_fuzz_readers_mutated_text(workdir, data, kind):
     _check_reader(kind, _write(workdir, f"{kind}.json", text))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.binary(max_size=512))
 def test_fuzz_read_json_and_latents_random_bytes(workdir, data):
@@ -307,12 +313,14 @@ def _check_config(obj) -> None:
     assert isinstance(cfg, Config)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(obj=JSON)
 def test_fuzz_config_random_json(obj):
     _check_config(obj)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_fuzz_config_mutated(data):
@@ -442,6 +450,7 @@ def mutated_pickle(draw) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=mutated_pickle())
 def test_fuzz_lpips_pickle_mutated(data):

@@ -21,7 +21,8 @@ from scipy.spatial.transform import Rotation
 from use_models import error_line, invoke
 
 from lolnerf_cli.cameras import project
-from lolnerf_cli.formats import read_keypoints, read_log, read_transforms, write_json
+from lolnerf_cli.formats import read_keypoints, read_transforms, write_json
+from lolnerf_cli.run_log import read_log
 from lolnerf_cli.camera_formats import export_jax3d, read_jax3d
 from lolnerf_cli.import_cameras import import_cameras, normalise
 
@@ -69,7 +70,7 @@ def test_the_authors_cat_cameras_convert(cat_data, tmp_path):
     assert len(tf.frames) == 5147
     assert tf.extra["camera_source"] == "import-cameras"
     c2w = c2w_stack(tf)
-    f = np.array([fr.fl_x for fr in tf.frames])
+    f = np.array([fr.fx for fr in tf.frames])
     assert np.all(f == 512.0) and all((fr.w, fr.h, fr.cx, fr.cy) == (256, 256, 128.0, 128.0) for fr in tf.frames)
     # the estimated look-at point (now the origin) projects near every image's principal point
     uv, depth = project(np.zeros((len(c2w), 1, 3)), c2w, f, f, 128.0, 128.0)
@@ -91,6 +92,7 @@ def test_the_authors_cat_cameras_convert(cat_data, tmp_path):
     assert fig.is_file() and Image.open(fig).size[0] > 800
 
 
+@pytest.mark.slow
 def test_jax3d_orientation_is_world_to_camera_with_opencv_axes():
     """jax3d's camera.project: local = orientation @ (p - position); pixel = f * local.xy / local.z + pp (y scaled
     by the pixel aspect ratio). Our conversion must give the same pixels for the same world points, which pins
@@ -123,7 +125,7 @@ def test_jax3d_round_trip_keeps_synthetic_cameras(synth_data, tmp_path):
     assert [f.file_path for f in back.frames] == [f.file_path for f in orig.frames]
     assert np.abs(c2w_stack(back) - c2w_stack(orig)).max() < 1e-12
     for a, b in zip(back.frames, orig.frames):
-        assert (a.fl_x, a.fl_y, a.cx, a.cy, a.w, a.h) == pytest.approx((b.fl_x, b.fl_y, b.cx, b.cy, b.w, b.h))
+        assert (a.fx, a.fy, a.cx, a.cy, a.w, a.h) == pytest.approx((b.fx, b.fy, b.cx, b.cy, b.w, b.h))
     # normalised instead: synth's cameras already look at the origin with +Y up, so little changes
     result = import_cameras(tmp_path / "cams.json", data, write=False)
     n = result.normalisation
@@ -141,7 +143,7 @@ def test_normalisation_ignores_the_source_frame(synth_data, tmp_path):
     moved = c2w.copy()
     moved[:, :3, :3] = rot @ c2w[:, :3, :3]
     moved[:, :3, 3] = 3.7 * c2w[:, :3, 3] @ rot.T + np.array([5.0, -2.0, 40.0])
-    ns = {"camera_model": "OPENCV", "fl_x": orig.frames[0].fl_x, "fl_y": orig.frames[0].fl_y, "cx": 16.0, "cy": 16.0,
+    ns = {"camera_model": "OPENCV", "fl_x": orig.frames[0].fx, "fl_y": orig.frames[0].fy, "cx": 16.0, "cy": 16.0,
           "w": 32, "h": 32, "frames": [{"file_path": f"./images/{Path(f.file_path).name}", "transform_matrix": m.tolist()}
                                        for f, m in zip(orig.frames, moved)]}
     write_json(tmp_path / "ns.json", ns)
@@ -158,7 +160,7 @@ def test_colmap_text_model(synth_data, tmp_path):
     model.mkdir()
     f0 = orig.frames[0]
     (model / "cameras.txt").write_text("# Camera list with one line of data per camera:\n"
-                                       f"1 PINHOLE 32 32 {f0.fl_x} {f0.fl_y} 16 16\n")
+                                       f"1 PINHOLE 32 32 {f0.fx} {f0.fy} 16 16\n")
     lines = ["# Image list with two lines of data per image:"]
     for i, fr in enumerate(orig.frames):
         c2w = np.asarray(fr.c2w)
@@ -233,7 +235,7 @@ def test_resized_images_get_scaled_intrinsics(tmp_path):
     res = import_cameras(tmp_path / "cams.json", tmp_path / "data")
     assert res.rescaled == 40
     fr = res.transforms.frames[0]
-    assert (fr.fl_x, fr.fl_y, fr.cx, fr.cy, fr.w, fr.h) == (1024.0, 1024.0, 256.0, 256.0, 512, 512)
+    assert (fr.fx, fr.fy, fr.cx, fr.cy, fr.w, fr.h) == (1024.0, 1024.0, 256.0, 256.0, 512, 512)
     assert np.median(res.look_at_deg) < 2.0
 
 

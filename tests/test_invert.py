@@ -45,6 +45,7 @@ def _psnr(a, b) -> float:
     return -10 * np.log10(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
 
 
+@pytest.mark.slow
 def test_inversion_beats_the_mean_latent_on_an_unseen_photo(tiny, loaded):
     from lolnerf_cli.invert import invert_images
     from lolnerf_cli.render import render_image
@@ -68,6 +69,7 @@ def test_inversion_beats_the_mean_latent_on_an_unseen_photo(tiny, loaded):
     assert not torch.allclose(result.latents[0], result.latents[1])
 
 
+@pytest.mark.slow
 def test_inversion_is_deterministic_and_batch_independent(tiny, loaded):
     from lolnerf_cli.invert import invert_images
 
@@ -79,6 +81,7 @@ def test_inversion_is_deterministic_and_batch_independent(tiny, loaded):
     assert not torch.equal(r1.latents, r3.latents)
 
 
+@pytest.mark.slow
 def test_refine_camera_learns_a_small_correction(tiny, loaded):
     from lolnerf_cli.invert import invert_images
 
@@ -94,6 +97,7 @@ def test_refine_camera_learns_a_small_correction(tiny, loaded):
     assert np.isfinite(res.psnr[0])
 
 
+@pytest.mark.slow
 def test_cli_invert_with_cameras_writes_latents_and_preview(tiny, loaded, tmp_path):
     from lolnerf_cli.formats import load_latents
 
@@ -224,6 +228,7 @@ def test_cli_invert_with_a_landmarks_file_fits_the_camera_to_run_keypoints(tiny,
     assert res.exit_code == 2 and "h0000_q.png" in error_line(res) and "lm.json" in error_line(res)
 
 
+@pytest.mark.slow
 def test_inversion_micro_batches_add_up_to_the_whole_step(tiny, loaded, monkeypatch):
     """Splitting an inversion step into micro-batches changes neither its losses nor its gradients."""
     import lolnerf_cli.render as render_mod

@@ -43,6 +43,7 @@ def assert_plausible_face(points: np.ndarray, w: int, h: int) -> None:
     assert (points >= 0).all() and (points[:, 0] <= w).all() and (points[:, 1] <= h).all()
 
 
+@pytest.mark.slow
 def test_astronaut_face():
     img = skdata.astronaut()
     points, conf = lmk.detect_face5(img)
@@ -116,6 +117,7 @@ def photo_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_cli_landmarks_and_masks(photo_dataset):
     res = CliRunner().invoke(app, ["landmarks", str(photo_dataset), "--masks"])
     assert res.exit_code == 0, res.output
@@ -189,6 +191,7 @@ def test_plugin_landmarker(tmp_path):
     assert run.counts == {"landmarker error": 1, "too dark": 1}
 
 
+@pytest.mark.slow
 def test_models_load_without_network():
     """MediaPipe's models ship inside the package: detection works with every socket refused."""
     code = (

@@ -29,6 +29,7 @@ def _run(args: list[str], **env) -> subprocess.CompletedProcess:
     return subprocess.run(LOLNERF + args, capture_output=True, text=True, env=full, timeout=600)
 
 
+@pytest.mark.slow
 def test_eval_in_a_log_file_prints_whole_paths_and_whole_tables(tiny, tmp_path):
     out = tmp_path / LONG / "metrics.json"
     r = _run(["eval", str(tiny.data), "--model", str(tiny.run), "--out", str(out), "--subset", "2",
@@ -47,6 +48,7 @@ def test_eval_in_a_log_file_prints_whole_paths_and_whole_tables(tiny, tmp_path):
     assert max(len(ln) for ln in lines if ln.startswith("┃")) > 80
 
 
+@pytest.mark.slow
 def test_progress_and_messages_in_a_log_file_are_not_wrapped(tmp_path):
     out = tmp_path / LONG / "data"
     r = _run(["synth", str(out), "--n", "3", "--resolution", "16"], LOLNERF_PROGRESS_INTERVAL="0")
@@ -64,6 +66,7 @@ def test_help_shows_no_value_type_after_flags():
     assert "training resolution" in " ".join(r.stdout.replace("│", " ").split())
 
 
+@pytest.mark.slow
 def test_debug_is_accepted_after_the_command(tmp_path):
     missing = tmp_path / "nope"
     for args in (["--debug", "landmarks", str(missing)], ["landmarks", str(missing), "--debug"]):

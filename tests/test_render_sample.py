@@ -186,6 +186,7 @@ def test_sample_and_render_default_to_the_training_resolution(tiny, tmp_path):
     assert _png(tmp_path / "w" / "frame_0000.png").shape == (res_px, res_px, 3)
 
 
+@pytest.mark.slow
 def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
     res = invoke(["sample", "--model", str(tiny.run), "--n", "2", "--seed", "1", "--out", str(tmp_path / "s"),
                   "--orbit", "--frames", "3", "--resolution", "16", "--device", "cpu"])
@@ -199,7 +200,7 @@ def test_sample_orbit_writes_one_video_per_sample(tiny, tmp_path):
 
 def test_truncation_zero_gives_the_mean_and_one_the_table_spread(tiny):
     from lolnerf_cli.model import load_model
-    from lolnerf_cli.sample import sample_latents
+    from lolnerf_cli.latent_pick import sample_latents
 
     loaded = load_model(tiny.run)
     mean = loaded.latents.mean(0)
@@ -214,7 +215,7 @@ def test_truncation_zero_gives_the_mean_and_one_the_table_spread(tiny):
 
 # ----------------------------------------------------------------------------------------- interpolate
 def test_interpolation_path_hits_every_endpoint():
-    from lolnerf_cli.sample import interpolation_path
+    from lolnerf_cli.latent_pick import interpolation_path
 
     ends = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
     for frames in (3, 7, 10, 31):
@@ -232,8 +233,8 @@ def test_interpolate_cli_frames_start_and_end_at_the_given_latents(tiny, tmp_pat
     from lolnerf_cli.formats import save_latents
     from lolnerf_cli.model import load_model
     from lolnerf_cli.render import render_image
-    from lolnerf_cli.sample import parse_endpoint
-    from lolnerf_cli.video import read_view
+    from lolnerf_cli.latent_pick import parse_endpoint
+    from lolnerf_cli.views import read_view
 
     loaded = load_model(tiny.run)
     zfile = tmp_path / "z.safetensors"

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from lolnerf_cli import formats, synth
+from lolnerf_cli import folders, formats, synth, synth_scene
 from lolnerf_cli.cameras import Camera, project
 from lolnerf_cli.errors import InputError
 
 SYNTH_N, SYNTH_RES, SYNTH_HOLDOUT, SYNTH_SEED = 24, 32, 2, 0       # as written by conftest.synth_data
-VIEWS = synth.HOLDOUT_VIEWS
+VIEWS = synth_scene.HOLDOUT_VIEWS
 
 
 def _png(path: Path) -> np.ndarray:
@@ -34,8 +34,8 @@ def _yaw_deg(c2w: np.ndarray) -> float:
 
 # ----------------------------------------------------------------------------------------- layout
 def test_dataset_folder_matches_the_spec(synth_data):
-    ds = formats.dataset(synth_data)
-    images = formats.list_images(ds.images)
+    ds = folders.dataset(synth_data)
+    images = folders.list_images(ds.images)
     assert [p.name for p in images] == [f"{i:04d}.png" for i in range(SYNTH_N)]
     for p in images:
         rgb = _png(p)
@@ -52,13 +52,13 @@ def test_dataset_folder_matches_the_spec(synth_data):
     assert [f.file_path for f in tf.frames] == [f.file_path for f in lm.frames]
     raw = json.loads(ds.transforms.read_text())
     assert raw["w"] == raw["h"] == SYNTH_RES and "fl_x" in raw       # shared intrinsics at the top level
-    f_expected = 0.5 * SYNTH_RES / math.tan(math.radians(synth.FOV_DEG) / 2)
+    f_expected = 0.5 * SYNTH_RES / math.tan(math.radians(synth_scene.FOV_DEG) / 2)
     for f in tf.frames:
-        assert f.fl_x == pytest.approx(f_expected) and f.cx == f.cy == SYNTH_RES / 2
+        assert f.fx == pytest.approx(f_expected) and f.cx == f.cy == SYNTH_RES / 2
 
     kp = formats.read_keypoints(ds.keypoints)
     assert kp.scheme == "face5" and kp.names == formats.FACE5_NAMES and kp.points.shape == (5, 3)
-    assert np.linalg.norm(kp.points, axis=1).max() < synth.MAX_RADIUS
+    assert np.linalg.norm(kp.points, axis=1).max() < synth_scene.MAX_RADIUS
     el, er, nose, ml, mr = kp.points
     assert el[0] < 0 < er[0] and ml[0] < 0 < mr[0]                    # image-left = object -X
     assert nose[2] > max(el[2], er[2], ml[2], mr[2])                  # the nose sticks out
@@ -71,13 +71,13 @@ def test_dataset_folder_matches_the_spec(synth_data):
 
 
 def test_landmarks_are_the_projected_true_keypoints_on_the_object(synth_data):
-    ds = formats.dataset(synth_data)
+    ds = folders.dataset(synth_data)
     lm = formats.read_landmarks(ds.landmarks)
     tf = formats.read_transforms(ds.transforms)
     frontal, on_object, total = 0, 0, 0
     for i, (lf, fr) in enumerate(zip(lm.frames, tf.frames)):
-        obj = synth.train_object(SYNTH_SEED, i)
-        uv, z = project(obj.keypoints, fr.c2w, fr.fl_x, fr.fl_y, fr.cx, fr.cy)
+        obj = synth_scene.train_object(SYNTH_SEED, i)
+        uv, z = project(obj.keypoints, fr.c2w, fr.fx, fr.fy, fr.cx, fr.cy)
         np.testing.assert_allclose(lf.points, uv, atol=2e-3)
         assert (z > 1.5).all()
         assert ((uv > 0) & (uv < SYNTH_RES)).all()
@@ -104,19 +104,19 @@ def test_cameras_look_at_the_object_from_the_training_distribution(synth_data):
         eye, forward = c2w[:3, 3], -c2w[:3, 2]
         closest = eye + forward * float(-(eye @ forward))               # point of the principal ray nearest 0
         assert np.linalg.norm(closest) < 1e-6 < 1.0
-        assert synth.DISTANCE_RANGE[0] - 1e-9 <= np.linalg.norm(eye) <= synth.DISTANCE_RANGE[1] + 1e-9
+        assert synth_scene.DISTANCE_RANGE[0] - 1e-9 <= np.linalg.norm(eye) <= synth_scene.DISTANCE_RANGE[1] + 1e-9
         pitch = math.degrees(math.asin(eye[1] / np.linalg.norm(eye)))
-        assert abs(pitch) <= synth.PITCH_RANGE_DEG + 1e-6
+        assert abs(pitch) <= synth_scene.PITCH_RANGE_DEG + 1e-6
         assert abs(c2w[1, 0]) < 1e-9                                  # no roll: camera +X stays horizontal
         yaws.append(_yaw_deg(c2w))
-    assert max(np.abs(yaws)) <= synth.YAW_RANGE_DEG + 1e-6
+    assert max(np.abs(yaws)) <= synth_scene.YAW_RANGE_DEG + 1e-6
     assert np.std(yaws) > 10                                          # varied, not one view
 
 
 def test_masks_and_images_are_sensible(synth_data):
-    ds = formats.dataset(synth_data)
+    ds = folders.dataset(synth_data)
     bg_means = []
-    for p in formats.list_images(ds.images):
+    for p in folders.list_images(ds.images):
         mask = _png(ds.mask_for(p.name)).astype(np.float64) / 255
         assert 0.15 < mask.mean() < 0.9
         assert (mask == 0).any() and (mask == 1).any()
@@ -133,9 +133,9 @@ def test_objects_vary_fit_the_sphere_and_keypoints_lie_on_the_surface():
     kps = []
     rng = np.random.default_rng(1)
     sphere = rng.normal(size=(4000, 3))
-    sphere = synth.MAX_RADIUS * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+    sphere = synth_scene.MAX_RADIUS * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
     for i in range(12):
-        obj = synth.train_object(7, i)
+        obj = synth_scene.train_object(7, i)
         assert not obj.inside(sphere).any()                           # inside the radius-0.9 sphere
         assert obj.inside(np.zeros((1, 3))).all()                     # and around the origin
         n = obj.normals(obj.keypoints, obj.intersect(obj.keypoints + [0, 0, 1.0], np.tile([0, 0, -1.0], (5, 1)))[1])
@@ -146,11 +146,11 @@ def test_objects_vary_fit_the_sphere_and_keypoints_lie_on_the_surface():
 
 
 def test_colour_is_view_independent():
-    obj = synth.train_object(0, 3)
+    obj = synth_scene.train_object(0, 3)
     target = obj.keypoints[2]                                          # nose tip: seen by both cameras
     cols = []
     for yaw in (-30.0, 25.0):
-        cam = synth.make_camera(yaw, 10.0, 2.7, 64)
+        cam = synth_scene.make_camera(yaw, 10.0, 2.7, 64)
         origin = cam.c2w[:3, 3]
         t, idx = obj.intersect(origin, (target - origin)[None])
         p = origin + t[:, None] * (target - origin)
@@ -172,7 +172,7 @@ def test_holdout_layout(synth_data):
         views = [f for f in tf.frames if f.extra["object"] == f"h{j:04d}" and f.extra["role"] == "view"]
         assert [Path(f.file_path).name for f in views] == [f"h{j:04d}_v{k:02d}.png" for k in range(VIEWS)]
         yaws = [_yaw_deg(f.c2w) for f in views]
-        assert yaws[0] == pytest.approx(-synth.HOLDOUT_YAW_DEG) and yaws[-1] == pytest.approx(synth.HOLDOUT_YAW_DEG)
+        assert yaws[0] == pytest.approx(-synth_scene.HOLDOUT_YAW_DEG) and yaws[-1] == pytest.approx(synth_scene.HOLDOUT_YAW_DEG)
     for f in tf.frames:
         stem = Path(f.file_path).stem
         assert _png(root / f.file_path).shape == (SYNTH_RES, SYNTH_RES, 3)
@@ -182,7 +182,7 @@ def test_holdout_layout(synth_data):
         assert (np.isfinite(depth) == (mask >= 128)).all()            # depth exactly where coverage >= 0.5
         assert len(f.extra["keypoints_uv"]) == len(f.extra["keypoints_z"]) == len(f.extra["keypoints_visible"]) == 5
     # unseen: the holdout objects are not training objects
-    assert not np.allclose(synth.holdout_object(SYNTH_SEED, 0).keypoints, synth.train_object(SYNTH_SEED, 0).keypoints)
+    assert not np.allclose(synth_scene.holdout_object(SYNTH_SEED, 0).keypoints, synth_scene.train_object(SYNTH_SEED, 0).keypoints)
 
 
 def test_holdout_depth_is_consistent_with_the_cameras(synth_data):
@@ -193,15 +193,15 @@ def test_holdout_depth_is_consistent_with_the_cameras(synth_data):
         depth = np.load(root / "depth" / f"{Path(f.file_path).stem}.npy").astype(np.float64)
         j, i = np.nonzero(np.isfinite(depth))
         z = depth[j, i]
-        d_cam = np.stack([(i + 0.5 - f.cx) / f.fl_x, -(j + 0.5 - f.cy) / f.fl_y, -np.ones_like(z)], axis=1)
+        d_cam = np.stack([(i + 0.5 - f.cx) / f.fx, -(j + 0.5 - f.cy) / f.fy, -np.ones_like(z)], axis=1)
         pts = f.c2w[:3, 3] + (d_cam * z[:, None]) @ f.c2w[:3, :3].T
         assert np.linalg.norm(pts, axis=1).max() < 1.0                # the surface is inside the unit sphere
         assert (z > 1.5).all() and (z < 3.7).all()
         uv = np.array(f.extra["keypoints_uv"])
         kz = np.array(f.extra["keypoints_z"])
         vis = np.array(f.extra["keypoints_visible"])
-        obj = synth.holdout_object(SYNTH_SEED, int(f.extra["object"][1:]))
-        uv2, z2 = project(obj.keypoints, f.c2w, f.fl_x, f.fl_y, f.cx, f.cy)
+        obj = synth_scene.holdout_object(SYNTH_SEED, int(f.extra["object"][1:]))
+        uv2, z2 = project(obj.keypoints, f.c2w, f.fx, f.fy, f.cx, f.cy)
         np.testing.assert_allclose(uv, uv2, atol=1e-3)
         np.testing.assert_allclose(kz, z2, atol=1e-5)
         for (u, v), zk, ok in zip(uv, kz, vis):
@@ -218,17 +218,17 @@ def test_holdout_depth_is_consistent_with_the_cameras(synth_data):
 
 
 def test_rendered_depth_matches_keypoint_depth_at_high_resolution():
-    obj = synth.holdout_object(0, 0)
-    cam = synth.make_camera(20.0, -10.0, 2.7, 128)
-    r = synth.render_object(obj, cam)
-    uv, z, vis = synth.keypoint_views(obj, cam)
+    obj = synth_scene.holdout_object(0, 0)
+    cam = synth_scene.make_camera(20.0, -10.0, 2.7, 128)
+    r = synth_scene.render_object(obj, cam)
+    uv, z, vis = synth_scene.keypoint_views(obj, cam)
     assert vis.all()
     for (u, v), zk in zip(uv, z):
         assert abs(r.depth[int(v), int(u)] - zk) < 0.03
     assert r.alpha.min() == 0.0 and r.alpha.max() == 1.0
     # a keypoint hidden behind the head is reported as not visible
-    back = synth.make_camera(180.0, 0.0, 2.7, 64)
-    assert not synth.keypoint_views(obj, back)[2].any()
+    back = synth_scene.make_camera(180.0, 0.0, 2.7, 64)
+    assert not synth_scene.keypoint_views(obj, back)[2].any()
 
 
 # ----------------------------------------------------------------------------------------- determinism
@@ -296,10 +296,10 @@ def test_cli(tmp_path):
 
 def test_render_object_camera_helpers_agree_with_the_project_convention():
     """Pixel (i + 0.5) rays of render_object and cameras.project agree: a projected point is covered."""
-    obj = synth.train_object(0, 0)
-    cam = Camera(synth.make_camera(0.0, 0.0, 2.7, 48).c2w, 90.0, 70.0, 20.0, 26.0, 40, 52)   # odd intrinsics
-    r = synth.render_object(obj, cam, supersample=3)
-    uv, z, vis = synth.keypoint_views(obj, cam)
+    obj = synth_scene.train_object(0, 0)
+    cam = Camera(synth_scene.make_camera(0.0, 0.0, 2.7, 48).c2w, 90.0, 70.0, 20.0, 26.0, 40, 52)   # odd intrinsics
+    r = synth_scene.render_object(obj, cam, supersample=3)
+    uv, z, vis = synth_scene.keypoint_views(obj, cam)
     assert r.rgb.shape == (52, 40, 3) and vis.all()
     px = np.floor(uv).astype(int)
     assert (r.alpha[px[:, 1], px[:, 0]] == 1.0).all()
@@ -307,11 +307,11 @@ def test_render_object_camera_helpers_agree_with_the_project_convention():
 
 
 def test_large_renders_in_bands_equal_one_pass(monkeypatch):
-    obj = synth.holdout_object(1, 0)
-    cam = synth.make_camera(-15.0, 5.0, 2.7, 40)
-    bg = synth.make_background(np.random.default_rng(0), 40)
-    whole = synth.render_object(obj, cam, bg)
-    monkeypatch.setattr(synth, "_BAND_RAYS", 7 * 40 * 4)               # bands of 7 rows
-    bands = synth.render_object(obj, cam, bg)
+    obj = synth_scene.holdout_object(1, 0)
+    cam = synth_scene.make_camera(-15.0, 5.0, 2.7, 40)
+    bg = synth_scene.make_background(np.random.default_rng(0), 40)
+    whole = synth_scene.render_object(obj, cam, bg)
+    monkeypatch.setattr(synth_scene, "_BAND_RAYS", 7 * 40 * 4)               # bands of 7 rows
+    bands = synth_scene.render_object(obj, cam, bg)
     for k in ("rgb", "alpha", "depth"):
         np.testing.assert_array_equal(getattr(whole, k), getattr(bands, k))

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from lolnerf_cli import train as train_mod
 from lolnerf_cli.errors import InputError, LolnerfError
-from lolnerf_cli.formats import read_log
+from lolnerf_cli.run_log import read_log
 from lolnerf_cli.losses import hard_surface_loss
 from lolnerf_cli.model import load_model
 from lolnerf_cli.train import Trainer, resolve_config
@@ -30,6 +30,7 @@ def _cfg(run, steps=20, **over):
     return resolve_config(run, "tiny", False, ov)
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_folder_of_the_spec(synth_data, tmp_path):
     run = tmp_path / "run"
     summary = train_mod.train(synth_data, run, "tiny", steps=20, preview_every=10, log_every=5)
@@ -50,6 +51,7 @@ def test_train_writes_the_run_folder_of_the_spec(synth_data, tmp_path):
     assert loaded.latents.shape[0] == len(images)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(synth_data, tmp_path):
     cfg = _cfg(tmp_path / "a", steps=24)
     Trainer(synth_data, tmp_path / "a", cfg).fit()
@@ -63,6 +65,7 @@ def test_resume_continues_exactly(synth_data, tmp_path):
     assert [r["step"] for r in read_log(tmp_path / "b" / "log.jsonl")][-1] == 24
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume(synth_data, tmp_path):
     run = tmp_path / "run"
     cmd = LOLNERF + ["train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "100000",
@@ -96,6 +99,7 @@ def test_kill_9_during_training_then_resume(synth_data, tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == ckpt_step + 6
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint(synth_data, tmp_path):
     run = tmp_path / "run"
     cmd = LOLNERF + ["train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "100000",
@@ -119,6 +123,7 @@ def test_ctrl_c_saves_a_checkpoint(synth_data, tmp_path):
     assert "resume" in err
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_gloo(synth_data, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -174,6 +179,7 @@ def test_hard_surface_loss_prefers_zero_or_one():
     assert (w.grad[10:50] > 0).all() and (w.grad[51:91] < 0).all()   # descent pushes w to the nearer of 0, 1
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line_exit_2(synth_data, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -215,6 +221,7 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_output_folder_that_is_a_file_is_a_clear_error(synth_data, tmp_path):
     blocker = tmp_path / "run"
     blocker.write_text("not a folder")
@@ -241,6 +248,7 @@ def test_micro_batches_give_the_whole_batch_gradient(synth_data, tmp_path, monke
     assert any(g.abs().sum() > 0 for g in grads[0])
 
 
+@pytest.mark.slow
 def test_progress_lines_off_a_terminal(synth_data, tmp_path):
     env = dict(os.environ, LOLNERF_PROGRESS_INTERVAL="0")
     r = subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(tmp_path / "r"), "--preset", "tiny",

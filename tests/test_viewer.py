@@ -65,7 +65,7 @@ def test_browser_pose_becomes_the_lolnerf_camera_that_sees_the_same_thing(eye):
 
 def test_identity_sources_match_the_cli(tiny):
     from lolnerf_cli.model import load_model
-    from lolnerf_cli.sample import sample_latents
+    from lolnerf_cli.latent_pick import sample_latents
     from lolnerf_cli.viewer.state import Identities, IdentityState
 
     loaded = load_model(tiny.run)
@@ -159,7 +159,7 @@ def test_saved_camera_renders_with_lolnerf_render(tiny, tmp_path):
     assert latent is None and "--index 2" in cmd
     frame = read_transforms(path).frames[0]
     np.testing.assert_allclose(frame.c2w, cam.c2w, atol=1e-7)
-    assert (frame.w, frame.h, frame.fl_x) == (24, 16, pytest.approx(cam.fx))
+    assert (frame.w, frame.h, frame.fx) == (24, 16, pytest.approx(cam.fx))
     z = loaded.latents[0] * 0.5
     path2, latent2, cmd2 = save_camera(tmp_path, cam, loaded, z, "sample", None)
     assert path2 != path and latent2 is not None and f"--latent {latent2}" in cmd2

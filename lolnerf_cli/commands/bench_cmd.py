@@ -29,7 +29,7 @@ def bench(
     for name in preset or []:
         check_preset(name)
     if model is not None:
-        from ..formats import run_folder
+        from ..folders import run_folder
 
         run_folder(model)                 # a wrong folder fails before minutes of measuring
     result = run_bench(list(preset) if preset else None, device, precision, seconds, plain, memory,

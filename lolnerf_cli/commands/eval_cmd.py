@@ -4,6 +4,7 @@ from typing import Optional
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import EvalConfig
 
 
 @app.command("eval")
@@ -15,23 +16,23 @@ def evaluate(
                                                                "depth (default: DATA/holdout when it exists; layout in "
                                                                "docs/evaluation.md)."),
     out: Path = typer.Option(..., "--out", help="metrics.json to write (a figure <stem>_figure.png goes beside it)."),
-    subset: int = typer.Option(200, "--subset", min=0, help="Training (and held-out) images scored, a fixed seeded "
+    subset: int = typer.Option(EvalConfig.subset, "--subset", min=0, help="Training (and held-out) images scored, a fixed seeded "
                                                             "choice; 0 = all."),
     heldout: Optional[Path] = typer.Option(None, "--heldout", help="Folder of photos the model never saw, inverted and "
                                                                    "scored (default: DATA/holdout's query views)."),
-    invert_steps: int = typer.Option(200, "--invert-steps", min=1, help="Optimisation steps per inversion."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subset and the inversions; the same seed gives the "
+    invert_steps: int = typer.Option(EvalConfig.invert_steps, "--invert-steps", min=1, help="Optimisation steps per inversion."),
+    seed: int = typer.Option(EvalConfig.seed, "--seed", help="Seed of the subset and the inversions; the same seed gives the "
                                                "same numbers."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
-    precision: str = typer.Option("fp32", "--precision", help="Rendering precision: fp32 (default), bf16 or auto."),
+    precision: str = typer.Option(EvalConfig.precision, "--precision", help="Rendering precision: fp32 (default), bf16 or auto."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Write the figure PNG beside metrics.json."),
-    frames: str = typer.Option("auto", "--frames", help="Camera frame of the held-out / novel cameras: 'query' "
+    frames: str = typer.Option(EvalConfig.frames, "--frames", help="Camera frame of the held-out / novel cameras: 'query' "
                                                         "fits each query view's camera to RUN/keypoints.json and "
                                                         "places the other views relative to it; 'as-given' uses "
                                                         "the folder's cameras unchanged; 'auto' (default) is "
                                                         "'query' when DATA/transforms.json was written by "
                                                         "fit-cameras and the folder's was not."),
-    upsample: int = typer.Option(0, "--upsample", min=0, help="Also render every novel view this many times finer "
+    upsample: int = typer.Option(EvalConfig.upsample, "--upsample", min=0, help="Also render every novel view this many times finer "
                                                              "than the training photos and score it, and a bicubic "
                                                              "upsample of the training-size render, against exact "
                                                              "ground truth (lolnerf synth datasets; 0: off)."),

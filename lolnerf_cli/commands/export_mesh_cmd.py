@@ -27,12 +27,11 @@ def export_mesh(
     from ..errors import InputError
     from ..mesh import components, extract_mesh, write_mesh
     from ..model import load_model
-    from ..sample import pick_latent
+    from ..latent_pick import check_latent_choice, pick_latent
 
     if out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(out, "mesh file must end in .ply or .obj")
-    if (index is None) == (latent is None):
-        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    check_latent_choice(index, latent)
     loaded = load_model(model, pick_device(device))
     lat = pick_latent(loaded, index, latent, row)
     t0 = time.perf_counter()

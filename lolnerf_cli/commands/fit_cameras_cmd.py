@@ -23,7 +23,7 @@ def fit_cameras(
     from rich.table import Table
 
     from ..camfit import fit_cameras as run_fit
-    from ..formats import dataset
+    from ..folders import dataset
 
     fit = run_fit(data, keypoints=keypoints, focal=focal, flag_fraction=flag_threshold,
                   init_keypoints=init_keypoints, progress=reporter())
@@ -36,7 +36,7 @@ def fit_cameras(
     table.add_row("landmark RMSE median", f"{fit.median_rmse_px:.2f} px")
     table.add_row("landmark RMSE 90th pct", f"{fit.p90_rmse_px:.2f} px")
     table.add_row("[yellow]flagged[/] (left out of training)", str(len(fit.flagged)))
-    foc = np.array([f.fl_x for f in fit.transforms.frames])
+    foc = np.array([f.fx for f in fit.transforms.frames])
     table.add_row("focal length", f"{np.median(foc):.1f} px (median)" + ("" if fit.fitted_focal else ", given"))
     table.add_row("keypoints", "fitted" if fit.fitted_keypoints else "given")
     console.print(table)

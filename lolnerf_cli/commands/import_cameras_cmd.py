@@ -30,7 +30,7 @@ def import_cameras(
     from rich.markup import escape
     from rich.table import Table
 
-    from ..formats import dataset
+    from ..folders import dataset
     from ..import_cameras import camera_figure, import_cameras as run_import
 
     if plot is not None and plot.suffix.lower() != ".png":

@@ -4,6 +4,7 @@ from typing import List, Optional
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import VideoConfig
 
 
 @app.command("interpolate")
@@ -17,7 +18,7 @@ def interpolate(
     orbit: bool = typer.Option(False, "--orbit", help="Move the camera along the orbit while walking (else: the fixed mean view)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Frame width and height in pixels "
                                                                               "(default: the model's training resolution)."),
-    fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
+    fps: int = typer.Option(VideoConfig.fps, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
     exact: bool = typer.Option(False, "--exact", help="Render through the network (default: bake each frame's latent "
                                                       "instead when that is cheaper, i.e. at large frame sizes)."),
@@ -28,8 +29,9 @@ def interpolate(
     from ..device import pick_device, resolve_precision
     from ..frames import FrameRenderer
     from ..model import load_model
-    from ..sample import interpolation_path, parse_endpoint
-    from ..video import FrameSink, output_kind, read_view, render_sequence
+    from ..latent_pick import interpolation_path, parse_endpoint
+    from ..video import FrameSink, output_kind, render_sequence
+    from ..views import read_view
 
     output_kind(out)                      # a bad suffix fails before the model is loaded
     loaded = load_model(model, pick_device(device))

@@ -5,6 +5,7 @@ from typing import List, Optional
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import InvertConfig
 
 
 @app.command("invert")
@@ -17,11 +18,11 @@ def invert(
     landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="landmarks.json with the photos' 2D landmarks (matched by "
                                                                        "file name) instead of detecting them; the camera is "
                                                                        "fitted to RUN/keypoints.json."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Optimisation steps (default 200; with an encoder, 0 returns "
-                                                                      "the encoder's answer alone)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help=f"Optimisation steps (default {InvertConfig.steps}; with an "
+                                                                      "encoder, 0 returns the encoder's answer alone)."),
     out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate of the latents (default 0.05)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help=f"Adam learning rate of the latents (default {InvertConfig.lr:g})."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also learn a small rotation/translation correction of each camera."),
     focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Focal length in pixels for cameras fitted from landmarks "
                                                                          "(default: the training cameras' field of view)."),

@@ -1,12 +1,15 @@
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import VideoConfig
 
-ORBIT_FRAMES = 60
+if TYPE_CHECKING:
+    from ..model import LoadedModel
+
 
 
 @app.command("render")
@@ -24,8 +27,8 @@ def render(
                                                   "resolution, RUN/config.json train.resolution); --camera: the longer "
                                                   "side of each image (default: each frame's own w, h)."),
     depth: bool = typer.Option(False, "--depth", help="Also write depth: <stem>_depth.npy + <stem>_depth.png, or a depth video beside the orbit."),
-    frames: int = typer.Option(ORBIT_FRAMES, "--frames", min=1, help="Orbit frames."),
-    fps: int = typer.Option(24, "--fps", min=1, help="Frames per second of a video."),
+    frames: int = typer.Option(VideoConfig.orbit_frames, "--frames", min=1, help="Orbit frames."),
+    fps: int = typer.Option(VideoConfig.fps, "--fps", min=1, help="Frames per second of a video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
     exact: bool = typer.Option(False, "--exact", help="Render every frame through the network (default: bake the "
                                                       "latent's field into a grid once when that is cheaper)."),
@@ -37,12 +40,13 @@ def render(
     """Render a latent from any camera, or as an orbit video."""
     from ..device import pick_device, resolve_precision
     from ..errors import InputError
-    from ..model import load_model
     from ..frames import FrameRenderer
-    from ..video import FrameSink, output_kind, read_view, render_sequence, sibling
+    from ..model import load_model
+    from ..latent_pick import check_latent_choice
+    from ..video import FrameSink, output_kind, render_sequence, sibling
+    from ..views import read_view
 
-    if index is not None and latent is not None or (index is None and latent is None and bake is None):
-        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    check_latent_choice(index, latent, baked=bake is not None)
     if exact and (bake is not None or save_bake is not None):
         raise InputError("--exact", "renders through the network; it cannot be combined with --bake or --save-bake")
     if bake is not None and save_bake is not None:
@@ -79,13 +83,13 @@ def render(
                   soft_wrap=True, markup=False)
 
 
-def _latent_and_grid(loaded, index, latent, row, bake):
+def _latent_and_grid(loaded: "LoadedModel", index, latent, row, bake):
     """The latent to render and, with --bake, its grid (checked against the model and any --index/--latent)."""
     import torch
 
     from ..bake import BakedField
     from ..errors import InputError
-    from ..sample import Latent, pick_latent
+    from ..latent_pick import Latent, pick_latent
 
     if bake is None:
         return pick_latent(loaded, index, latent, row), None
@@ -105,7 +109,7 @@ def _report_bake(frames_r, save_bake) -> None:
                   soft_wrap=True, markup=False)
 
 
-def _render_cameras(loaded, z, transforms: Path, out: Path, resolution, depth: bool, frames_r):
+def _render_cameras(loaded: "LoadedModel", z, transforms: Path, out: Path, resolution, depth: bool, frames_r):
     import io
     import time
 

@@ -4,6 +4,7 @@ from typing import Optional
 import typer
 
 from ..app import app, console, guarded, reporter
+from ..config import VideoConfig
 
 
 @app.command("sample")
@@ -18,7 +19,7 @@ def sample(
     orbit: bool = typer.Option(False, "--orbit", help="Also render an orbit video per sample (DIR/sample_000.mp4 ...)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Size of each rendered image in pixels "
                                                                               "(default: the model's training resolution)."),
-    frames: int = typer.Option(60, "--frames", min=1, help="Frames per orbit video."),
+    frames: int = typer.Option(VideoConfig.orbit_frames, "--frames", min=1, help="Frames per orbit video."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
     exact: bool = typer.Option(False, "--exact", help="Render orbits through the network (default: bake each sample "
                                                       "once when that is cheaper)."),
@@ -33,8 +34,9 @@ def sample(
     from ..images import save_png
     from ..model import load_model
     from ..render import render_image
-    from ..sample import sample_latents
-    from ..video import FrameSink, contact_sheet, read_view, render_sequence
+    from ..latent_pick import sample_latents
+    from ..video import FrameSink, contact_sheet, render_sequence
+    from ..views import read_view
 
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")

@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from ..config import Config, ModelConfig, config_from_dict
 from ..errors import InputError
-from ..formats import RunPaths, load_safetensors, read_json, run_folder, save_safetensors
+from ..formats import load_safetensors, read_json, save_safetensors
+from ..folders import RunPaths, run_folder
 from .background import Background
 from .field import LatentField, proposal_field
 

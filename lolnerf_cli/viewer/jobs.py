@@ -45,8 +45,8 @@ def save_camera(folder: Path, camera: Camera, loaded, z: torch.Tensor, identity:
     from ..formats import Frame, Transforms, save_latents, write_transforms
 
     path = next_path(folder, "camera", ".json")
-    frame = Frame(f"{path.stem}.png", np.asarray(camera.c2w, dtype=np.float64).round(8), float(camera.fx),
-                  float(camera.fy), float(camera.cx), float(camera.cy), int(camera.w), int(camera.h))
+    frame = Frame(np.asarray(camera.c2w, dtype=np.float64).round(8), float(camera.fx), float(camera.fy),
+                  float(camera.cx), float(camera.cy), int(camera.w), int(camera.h), f"{path.stem}.png")
     write_transforms(path, Transforms([frame], {"note": f"saved by lolnerf view; identity: {identity}"}))
     latent = None
     if index is None:
@@ -117,7 +117,8 @@ def invert_photo(loaded, path: Path, folder: Path, steps: int, progress: Progres
     from ..formats import save_latents
     from ..images import load_image
     from ..invert import PhotoInput, invert_images, load_photos, mask_for_photo
-    from ..video import contact_sheet, read_view
+    from ..video import contact_sheet
+    from ..views import read_view
 
     try:
         photo = load_photos(loaded, [path])[0]

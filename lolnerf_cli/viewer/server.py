@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ParamError
 from ..progress import Progress, Task
 from .state import (MODES, PCA_RANGE, RENDERERS, Identities, Pose, RenderState, camera_of, pose_of_camera,
                     view_pose)
@@ -39,7 +39,7 @@ def check_port(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise InputError("--host", f"'{host}' is not an address of this machine ({exc.strerror})") from None
+        raise ParamError("host", f"'{host}' is not an address of this machine ({exc.strerror})") from None
     family, _, _, _, addr = infos[0]
     s = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -47,11 +47,11 @@ def check_port(host: str, port: int) -> None:
         s.bind(addr)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise InputError("--port", f"port {port} on {host} is already in use (another program, or another "
-                                       f"lolnerf view); choose a free one with --port") from None
+            raise ParamError("port", f"port {port} on {host} is already in use (another program, or another "
+                                     f"lolnerf view); choose a free one with {{port}}") from None
         if exc.errno == errno.EACCES:
-            raise InputError("--port", f"port {port} on {host} needs more privileges; use a port above 1023") from None
-        raise InputError("--host", f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+            raise ParamError("port", f"port {port} on {host} needs more privileges; use a port above 1023") from None
+        raise ParamError("host", f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     finally:
         s.close()
 
@@ -329,7 +329,7 @@ class Viewer:
     def __init__(self, loaded, precision: str, host: str, port: int, out: Path, invert_steps: int, mesh_grid: int):
         import viser
 
-        from ..video import read_view
+        from ..views import read_view
 
         self.loaded, self.ids = loaded, Identities(loaded)
         with contextlib.redirect_stdout(io.StringIO()):      # viser's own banner: serve() prints the URL
@@ -337,7 +337,7 @@ class Viewer:
         self.port = self.server.get_port()
         if port and self.port != port:      # viser moves to the next port when the asked one got busy meanwhile
             self.server.stop()
-            raise InputError("--port", f"port {port} on {host} is already in use; choose a free one with --port")
+            raise ParamError("port", f"port {port} on {host} is already in use; choose a free one with {{port}}")
         self.clients: dict[int, ClientView] = {}
         self._lock = threading.Lock()
         sc = self.server.scene

@@ -227,7 +227,8 @@ def render_config_with_samples(rc, samples: int):
 
 def shown_image(r: dict, mode: str, camera: Camera, scene_radius: float) -> np.ndarray:
     """What a render mode shows, as uint8 RGB."""
-    from ..video import colorize_depth, depth_range, to_uint8
+    from ..images import to_uint8
+    from ..video import colorize_depth, depth_range
 
     if mode == "depth":
         return colorize_depth(r["depth"], *depth_range(camera, scene_radius))

@@ -1,4 +1,4 @@
-"""Choosing latents from a trained model: table rows, latent files, new samples, interpolation paths.
+"""Picking latents from a trained model: table rows, latent files, new samples, interpolation paths.
 
 Shapes: K training images, D latent width, N samples, F frames."""
 
@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, ParamError
 from .formats import load_latents
 from .model.latents import LatentGaussian
+
+if TYPE_CHECKING:
+    from .model import LoadedModel
 
 
 @dataclass
@@ -22,17 +26,19 @@ class Latent:
     source: str
 
 
-def table_row(loaded, index: int, flag: str = "--index") -> Latent:
-    """Row `index` of the model's latent table (training image `index`)."""
+def table_row(loaded: LoadedModel, index: int, spec: str | None = None) -> Latent:
+    """Row `index` of the model's latent table (training image `index`); `spec`: the endpoint text it was
+    read from, which an error then names (else the parameter `index`)."""
     k = loaded.latents.shape[0]
     if not -k <= index < k:
-        raise InputError(flag, f"index {index} is out of range; the model has {k} training latents (0..{k - 1})")
+        reason = f"index {index} is out of range; the model has {k} training latents (0..{k - 1})"
+        raise ParamError("index", reason) if spec is None else InputError(spec, reason)
     images = loaded.images()
     name = images[index] if 0 <= index < len(images) else f"index:{index}"
     return Latent(loaded.latents[index], f"index:{index % k} ({name})")
 
 
-def file_row(loaded, path: str | Path, row: int = 0) -> Latent:
+def file_row(loaded: LoadedModel, path: str | Path, row: int = 0) -> Latent:
     """Row `row` of a latent file, checked against the model (hash and width)."""
     path = Path(path)
     z, sources, _ = load_latents(path, loaded.model_hash, loaded.cfg.model.latent_dim)
@@ -42,16 +48,22 @@ def file_row(loaded, path: str | Path, row: int = 0) -> Latent:
     return Latent(z[row].to(loaded.latents.device), f"{path.name}:{row % n} ({sources[row]})")
 
 
-def pick_latent(loaded, index: int | None, latent_file: str | Path | None, row: int = 0) -> Latent:
+def check_latent_choice(index: int | None, latent_file: str | Path | None, baked: bool = False) -> None:
+    """Exactly one of a table index or a latent file; with `baked` (a baked grid holds its own latent) none
+    is also fine. Commands call it before loading the model."""
+    if (index is not None and latent_file is not None) or (index is None and latent_file is None and not baked):
+        raise ParamError("index/latent_file", "give exactly one of {index} I or {latent_file} FILE")
+
+
+def pick_latent(loaded: LoadedModel, index: int | None, latent_file: str | Path | None, row: int = 0) -> Latent:
     """Exactly one of a table index or a latent file (with its row)."""
-    if (index is None) == (latent_file is None):
-        raise InputError("--index/--latent", "give exactly one of --index I or --latent FILE")
+    check_latent_choice(index, latent_file)
     if index is not None:
         return table_row(loaded, index)
     return file_row(loaded, latent_file, row)
 
 
-def parse_endpoint(loaded, spec: str) -> Latent:
+def parse_endpoint(loaded: LoadedModel, spec: str) -> Latent:
     """An interpolation endpoint: 'index:I', 'FILE.safetensors' (row 0) or 'FILE.safetensors:ROW'."""
     spec = spec.strip()
     if spec.startswith("index:"):
@@ -72,14 +84,14 @@ def parse_endpoint(loaded, spec: str) -> Latent:
     return file_row(loaded, path, row)
 
 
-def sample_latents(loaded, n: int, truncation: float = 0.7, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+def sample_latents(loaded: LoadedModel, n: int, truncation: float = 0.7, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """N new identities: z = mean + psi (z_raw - mean), z_raw from a Gaussian fitted to the table by PCA.
 
     Deterministic for a seed (CPU generator). Returns latents [N, D] (CPU) and one source per row."""
     if n < 1:
-        raise InputError("--n", "must be at least 1")
+        raise ParamError("n", "must be at least 1")
     if truncation < 0:
-        raise InputError("--truncation", "must be 0 or more")
+        raise ParamError("truncation", "must be 0 or more")
     gauss = LatentGaussian.fit(loaded.latents.detach().cpu())
     gen = torch.Generator().manual_seed(int(seed))
     z = gauss.sample(n, truncation, gen)
@@ -96,7 +108,7 @@ def interpolation_path(endpoints: torch.Tensor, frames: int) -> torch.Tensor:
     if m < 2:
         raise ValueError("need at least two latents")
     if frames < m:
-        raise InputError("--frames", f"must be at least the number of endpoints ({m})")
+        raise ParamError("frames", f"must be at least the number of endpoints ({m})")
     intervals = frames - 1
     out = []
     for j in range(m - 1):

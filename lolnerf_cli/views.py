@@ -1,0 +1,66 @@
+"""Where cameras look from around a trained model: `View` / `read_view`, the mean training camera of a
+run (RUN/view.json), the centre of every orbit and of every "mean view" image (sample grids,
+interpolation videos), and `turned`, a camera carried around the object's vertical axis."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import Camera, focal_from_fov, look_at, orbit_cameras, spherical_eye
+from .config import InvertConfig, VideoConfig
+from .errors import InputError
+from .formats import read_json
+
+ORBIT_YAW_DEG = VideoConfig.orbit_yaw_deg      # the numbers live in config.py
+ORBIT_PITCH_DEG = VideoConfig.orbit_pitch_deg
+NOVEL_YAW_DEG = InvertConfig.novel_yaw_deg
+DEFAULT_VIEW = (0.0, 0.0, 2.7, 30.0)   # (yaw, pitch, radius, fov) when a run has no view.json
+
+
+# ----------------------------------------------------------------------------------------- views
+@dataclass
+class View:
+    """A camera on a sphere around the object, looking at the origin."""
+
+    yaw: float
+    pitch: float
+    radius: float
+    fov: float
+
+    def camera(self, size: int, yaw_offset: float = 0.0, pitch_offset: float = 0.0) -> Camera:
+        """A square `size` px camera at this view (turned by the offsets, in degrees)."""
+        f = focal_from_fov(self.fov, size)
+        eye = spherical_eye(self.yaw + yaw_offset, self.pitch + pitch_offset, self.radius)
+        return Camera(look_at(eye), f, f, size / 2, size / 2, size, size)
+
+    def orbit(self, n_frames: int, size: int) -> list[Camera]:
+        """A closed yaw/pitch loop of `n_frames` square cameras around this view."""
+        return orbit_cameras(n_frames, size, radius=self.radius, fov_deg=self.fov, yaw_amp=ORBIT_YAW_DEG,
+                             pitch_amp=ORBIT_PITCH_DEG, center_yaw=self.yaw, center_pitch=self.pitch)
+
+
+def read_view(run_root: str | Path) -> View:
+    """The mean training view of a run (RUN/view.json); a frontal default for runs without one."""
+    path = Path(run_root) / "view.json"
+    if not path.is_file():
+        return View(*DEFAULT_VIEW)
+    obj = read_json(path, "view file")
+    try:
+        vals = [float(obj[k]) for k in ("yaw", "pitch", "radius", "fov")]
+    except (KeyError, TypeError, ValueError):
+        raise InputError(path, "must hold numbers 'yaw', 'pitch', 'radius' and 'fov'") from None
+    if not all(math.isfinite(v) for v in vals) or vals[2] <= 0 or not 0 < vals[3] < 180:
+        raise InputError(path, "has an invalid radius or field of view")
+    return View(*vals)
+
+
+def turned(camera: Camera, yaw_deg: float) -> Camera:
+    """The same camera carried around the object's vertical axis (+Y through the origin) by yaw_deg."""
+    a = math.radians(yaw_deg)
+    rot = np.eye(4)
+    rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+    return camera.with_pose(rot @ camera.c2w)
