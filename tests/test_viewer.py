@@ -266,8 +266,11 @@ class _Server:
 
     def __init__(self, args: list[str]):
         env = dict(os.environ, PYTHONUNBUFFERED="1", LOLNERF_PROGRESS_INTERVAL="1")
+        # started with SIGINT ignored, as a background job of a non-interactive shell is: the server must
+        # still stop on SIGINT (it installs its own handler)
         self.proc = subprocess.Popen([sys.executable, "-m", "lolnerf_cli", "view", *args], cwd=REPO, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 

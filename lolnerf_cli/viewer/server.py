@@ -13,6 +13,7 @@ import io
 import ipaddress
 import os
 import socket
+import signal
 import threading
 import time
 from pathlib import Path
@@ -381,6 +382,15 @@ def serve(loaded, precision: str, host: str, port: int, out: Path, invert_steps:
     if port:
         check_port(host, port)
     v = Viewer(loaded, precision, host, port, out, invert_steps, mesh_grid)
+
+    def on_signal(signum, frame):  # SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    # Installed explicitly, as in training: a process started by a non-interactive shell (or a test runner)
+    # may inherit an *ignored* SIGINT, and Python then never raises KeyboardInterrupt; Ctrl-C and
+    # `kill -INT` must still stop the server.
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
         for line in url_lines(host, v.port):
             announce(line)
@@ -393,3 +403,5 @@ def serve(loaded, precision: str, host: str, port: int, out: Path, invert_steps:
         announce("stopped.")
     finally:
         v.stop()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
