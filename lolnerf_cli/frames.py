@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from .model import LoadedModel
 
 MODES = ("auto", "exact", "baked")
+CHECK_SIDE = 32            # pixels per side of the view on which a new bake is checked against the network
+CHECK_MIN_PSNR = 30.0      # dB: a bake that matches the network worse than this is not used ("auto" mode)
 
 
 @dataclass
@@ -36,9 +38,15 @@ class FrameStats:
     bake_mb: float = 0.0                 # memory of the last grid
     blocks: int = 0                      # occupied blocks of the last grid
     resolution: int = 0
+    check_psnr: float | None = None      # baked vs exact on the last check view (dB)
+    rejected: int = 0                    # bakes not used: they did not match the network
 
     def describe(self) -> str:
         """One line for the terminal: what was baked, how long it took, how frames were drawn."""
+        if self.rejected:
+            return (f"{self.exact_frames} frame(s) rendered through the network: the baked grid did not match "
+                    f"it (check view {self.check_psnr:.1f} dB < {CHECK_MIN_PSNR:.0f} dB; a field with detail finer "
+                    f"than the {self.resolution}^3 grid), so it was not used")
         if not self.bakes and not self.baked_frames:
             return f"{self.exact_frames} frame(s) rendered through the network (exact)"
         bakes = (f"baked {self.bakes} latent(s) at {self.resolution}^3 in {self.bake_seconds:.1f} s "
@@ -59,6 +67,7 @@ class FrameRenderer:
         self.baked = baked
         self._baked_key = _key(baked.latent) if baked is not None else None
         self._coarse: tuple[bytes, tuple] | None = None      # a coarse pass kept for the bake that follows
+        self._rejected: set[bytes] = set()                    # latents whose bake did not match the network
         self.stats = FrameStats()
 
     # ------------------------------------------------------------------ policy
@@ -113,14 +122,32 @@ class FrameRenderer:
 
     def render(self, z: torch.Tensor, cam: Camera, baked: bool) -> dict[str, np.ndarray]:
         """One frame, as `render.render_image` returns it."""
-        if baked:
-            grid = self.bake_for(z)
-            self.stats.baked_frames += 1
-            return render_baked(grid, self.loaded.model, cam, self.precision, near_min=self.loaded.cfg.render.near_min)
         from .render import render_image
 
+        if baked and _key(z) not in self._rejected:
+            new = self.baked is None or self._baked_key != _key(z)
+            grid = self.bake_for(z)
+            if not (new and self.mode == "auto") or self._bake_matches(grid, z, cam):
+                self.stats.baked_frames += 1
+                return render_baked(grid, self.loaded.model, cam, self.precision,
+                                    near_min=self.loaded.cfg.render.near_min)
+            self._rejected.add(_key(z))
+            self.stats.rejected += 1
         self.stats.exact_frames += 1
         return render_image(self.loaded.model, z, cam, self.loaded.cfg.render, self.precision)
+
+    def _bake_matches(self, grid: BakedField, z: torch.Tensor, cam: Camera) -> bool:
+        """A new bake is checked once on a small view of its first frame ("auto" mode): a field whose
+        detail the grid cannot hold (thin shells) would otherwise give every frame a wrong picture."""
+        from .render import render_image
+
+        small = cam.scaled(CHECK_SIDE, max(1, round(CHECK_SIDE * cam.h / cam.w)))
+        exact = render_image(self.loaded.model, z, small, self.loaded.cfg.render, self.precision)["rgb"]
+        baked = render_baked(grid, self.loaded.model, small, self.precision,
+                             near_min=self.loaded.cfg.render.near_min)["rgb"]
+        mse = float(np.mean((np.asarray(exact, np.float64) - np.asarray(baked, np.float64)) ** 2))
+        self.stats.check_psnr = 10.0 * np.log10(1.0 / max(mse, 1e-12))
+        return self.stats.check_psnr >= CHECK_MIN_PSNR
 
 
 def _key(z: torch.Tensor) -> bytes:

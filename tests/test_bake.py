@@ -341,3 +341,32 @@ def test_fuzz_baked_grid_files(tmp_path):
     accepted: list[int] = []
     check()
     assert accepted                                      # valid files were among the examples
+
+
+def test_a_bake_that_does_not_match_the_network_is_not_used(textured, monkeypatch):
+    """'auto' checks each new bake on a small view; a grid that cannot hold the field (here: its rendering
+    replaced by a wrong picture) is dropped and every frame of that latent is drawn through the network."""
+    from lolnerf_cli import frames
+    from lolnerf_cli.model import load_model
+    from lolnerf_cli.render import render_image
+    from lolnerf_cli.views import read_view
+
+    loaded = load_model(textured)
+    z = loaded.latents[1]
+    cams = [read_view(textured).camera(24, yaw_offset=y) for y in (-20.0, 0.0, 20.0)]
+    good = frames.FrameRenderer(loaded, "fp32", mode="auto")
+    out = [good.render(z, c, True) for c in cams]
+    assert good.stats.baked_frames == 3 and good.stats.rejected == 0 and good.stats.check_psnr >= frames.CHECK_MIN_PSNR
+
+    real = frames.render_baked
+
+    def wrong(*a, **k):
+        r = real(*a, **k)
+        return {**r, "rgb": 1.0 - r["rgb"]}
+
+    monkeypatch.setattr(frames, "render_baked", wrong)
+    bad = frames.FrameRenderer(loaded, "fp32", mode="auto")
+    out = [bad.render(z, c, True) for c in cams]
+    assert bad.stats.rejected == 1 and bad.stats.baked_frames == 0 and bad.stats.exact_frames == 3
+    assert bad.stats.check_psnr < frames.CHECK_MIN_PSNR and "did not match" in bad.stats.describe()
+    assert np.array_equal(out[0]["rgb"], render_image(loaded.model, z, cams[0], loaded.cfg.render, "fp32")["rgb"])
