@@ -1,7 +1,7 @@
 """Frames per second of `lolnerf view` while the camera is dragged, measured in headless Chromium.
 
-Starts `lolnerf view --model RUN`, opens the page, sets the resolution, waits for the identity's bake and
-a sharp frame, then drags the camera for --seconds (a mouse move every 30 ms) and counts the frames the
+Starts `lolnerf view --model RUN`, opens the page, sets the resolution, waits for the identity's bake (or its
+fallback to the network) and a sharp frame, then drags the camera for --seconds (a mouse move every 30 ms) and counts the frames the
 page received (its `frame N` readout). Prints frames per second while dragging, the page's own fps
 readout at the end of the drag, and the time of the sharp frame after the drag; optionally saves a
 screenshot of the page.
@@ -77,7 +77,7 @@ def main() -> None:
             if prev.input_value() != args.preview:
                 prev.click()
                 page.get_by_role("option", name=args.preview, exact=True).click()
-            wait(page, lambda n, t: f"{args.resolution}x" in t and " sharp · baked" in t, 600)
+            wait(page, lambda n, t: f"{args.resolution}x" in t and re.search(r" sharp · (baked|exact)", t), 600)
             n0, _ = status(page)
             t0 = time.monotonic()
             page.mouse.move(250, 320)
@@ -91,14 +91,14 @@ def main() -> None:
             t1 = time.monotonic()
             readout = re.search(r"([\d.]+) fps · frame \d+ · (\d+x\d+) px (\w+) · (\w+) · (\d+) ms", text)
             page.mouse.up()
-            text = wait(page, lambda n, t: n > n1 and " sharp · baked" in t, 120)
-            sharp = re.search(r"frame \d+ · (\d+x\d+) px sharp · baked · (\d+) ms", text)
+            text = wait(page, lambda n, t: n > n1 and re.search(r" sharp · (baked|exact)", t), 120)
+            sharp = re.search(r"frame \d+ · (\d+x\d+) px sharp · (baked|exact) · (\d+) ms", text)
             print(f"dragging {t1 - t0:.1f} s: {n1 - n0} frames, {(n1 - n0) / (t1 - t0):.2f} frames per second")
             if readout:
                 print(f"readout at the end of the drag: {readout.group(1)} fps, {readout.group(2)} px "
                       f"{readout.group(3)}, {readout.group(4)}, {readout.group(5)} ms per frame")
             if sharp:
-                print(f"sharp frame after the drag: {sharp.group(1)} px, {sharp.group(2)} ms")
+                print(f"sharp frame after the drag: {sharp.group(1)} px, {sharp.group(2)}, {sharp.group(3)} ms")
             if args.screenshot:
                 for close in page.locator(".mantine-Notification-closeButton").all():   # the software-WebGL notice
                     close.click()

@@ -139,15 +139,19 @@ class FrameRenderer:
     def _bake_matches(self, grid: BakedField, z: torch.Tensor, cam: Camera) -> bool:
         """A new bake is checked once on a small view of its first frame ("auto" mode): a field whose
         detail the grid cannot hold (thin shells) would otherwise give every frame a wrong picture."""
-        from .render import render_image
-
-        small = cam.scaled(CHECK_SIDE, max(1, round(CHECK_SIDE * cam.h / cam.w)))
-        exact = render_image(self.loaded.model, z, small, self.loaded.cfg.render, self.precision)["rgb"]
-        baked = render_baked(grid, self.loaded.model, small, self.precision,
-                             near_min=self.loaded.cfg.render.near_min)["rgb"]
-        mse = float(np.mean((np.asarray(exact, np.float64) - np.asarray(baked, np.float64)) ** 2))
-        self.stats.check_psnr = 10.0 * np.log10(1.0 / max(mse, 1e-12))
+        self.stats.check_psnr = bake_check_psnr(self.loaded, grid, z, cam, self.precision)
         return self.stats.check_psnr >= CHECK_MIN_PSNR
+
+
+def bake_check_psnr(loaded: LoadedModel, grid: BakedField, z: torch.Tensor, cam: Camera, precision: str) -> float:
+    """PSNR (dB) of the baked grid against the network on a CHECK_SIDE-pixel version of camera `cam`."""
+    from .render import render_image
+
+    small = cam.scaled(CHECK_SIDE, max(1, round(CHECK_SIDE * cam.h / cam.w)))
+    exact = render_image(loaded.model, z, small, loaded.cfg.render, precision)["rgb"]
+    baked = render_baked(grid, loaded.model, small, precision, near_min=loaded.cfg.render.near_min)["rgb"]
+    mse = float(np.mean((np.asarray(exact, np.float64) - np.asarray(baked, np.float64)) ** 2))
+    return 10.0 * float(np.log10(1.0 / max(mse, 1e-12)))
 
 
 def _key(z: torch.Tensor) -> bytes:

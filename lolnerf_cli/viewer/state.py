@@ -490,6 +490,22 @@ class RenderState:
                     self._cond.notify_all()
                 continue
             with self._cond:
+                pose = self.pose
+            check = None
+            if pose is not None:         # the same check as the commands' frames: a grid that cannot hold
+                from ..frames import CHECK_MIN_PSNR, CHECK_SIDE, bake_check_psnr   # the field is not used
+                check = bake_check_psnr(self.loaded, grid, z.to(self.loaded.latents.device),
+                                        camera_of(pose, CHECK_SIDE), self.precision)
+                if check < CHECK_MIN_PSNR:
+                    self.on_bake(f"the baked grid of {name} differs from the network ({check:.1f} dB < "
+                                 f"{CHECK_MIN_PSNR:.0f} dB on a check view); drawing through the network")
+                    with self._cond:
+                        self._baking = None
+                        self.settings = replace(self.settings, renderer="exact")
+                        self._version += 1
+                        self._cond.notify_all()
+                    continue
+            with self._cond:
                 self._bakes[key] = grid
                 while len(self._bakes) > BAKES_KEPT:
                     self._bakes.popitem(last=False)
