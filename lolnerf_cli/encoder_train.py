@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -52,6 +51,7 @@ from .formats import atomic_write_bytes, load_safetensors, read_json, save_safet
 from .run_log import append_log, read_log
 from .losses import psnr_from_mse
 from .progress import Progress, or_silent
+from .signals import interrupt_on_signals, restore_signals
 
 TRAINER_FILE = "encoder_trainer.safetensors"
 LOG_FILE = "encoder_log.jsonl"
@@ -400,13 +400,7 @@ class EncoderTrainer:
         t_start = time.time()
         interrupted = None
 
-        def on_signal(signum, frame):
-            raise KeyboardInterrupt
-
-        import threading
-
-        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}
+        handlers = interrupt_on_signals()          # SIGTERM and `kill -INT` save like Ctrl-C does
         try:
             if t.use_renders and self.pool is None:
                 self.build_pool()
@@ -432,8 +426,7 @@ class EncoderTrainer:
         except KeyboardInterrupt as exc:
             interrupted = exc
         finally:
-            for s, h in handlers.items():
-                signal.signal(s, h)
+            restore_signals(handlers)
         self.save_checkpoint(time.time() - t_start)
         if interrupted is not None:
             raise interrupted

@@ -20,7 +20,6 @@ atomically written file; `model.safetensors` is the user-facing model.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from .model.latents import init_table
 from .progress import Progress, or_silent
 from .render import render_image, render_rays
 from .row_table import RowTable
+from .signals import interrupt_on_signals, restore_signals
 
 ENCODING_WINDOW_START = 1.0     # octaves of the "ipe" encoding open at step 0 of coarse-to-fine training
 
@@ -239,13 +239,7 @@ class Trainer:
         last = None
         interrupted = None
 
-        def on_signal(signum, frame):  # SIGTERM saves like Ctrl-C does
-            raise KeyboardInterrupt
-
-        # Installed explicitly: a process started in the background by a non-interactive shell inherits an
-        # *ignored* SIGINT, and Python then never raises KeyboardInterrupt; `kill -INT` must still save.
-        old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
-            if _in_main_thread() else {}
+        old_handlers = interrupt_on_signals()      # SIGTERM and `kill -INT` save like Ctrl-C does
         try:
             with self.progress.task("training", total=tc.steps) as task:
                 if self.step:
@@ -280,8 +274,7 @@ class Trainer:
         except KeyboardInterrupt as exc:
             interrupted = exc
         finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
+            restore_signals(old_handlers)
         self.save_checkpoint(time.time() - t_start)
         if interrupted is not None:
             raise interrupted
@@ -369,12 +362,6 @@ class Trainer:
         save_png(path, grid)
         save_png(self.run.previews / "latest.png", grid)
         return path
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, overrides: dict) -> Config:

@@ -13,7 +13,6 @@ import io
 import ipaddress
 import os
 import socket
-import signal
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InputError, ParamError
+from ..signals import interrupt_on_signals, restore_signals
 from ..progress import Progress, Task
 from .state import (MODES, PCA_RANGE, RENDERERS, Identities, Pose, RenderState, camera_of, pose_of_camera,
                     view_pose)
@@ -383,14 +383,7 @@ def serve(loaded, precision: str, host: str, port: int, out: Path, invert_steps:
         check_port(host, port)
     v = Viewer(loaded, precision, host, port, out, invert_steps, mesh_grid)
 
-    def on_signal(signum, frame):  # SIGTERM stops the server like Ctrl-C does
-        raise KeyboardInterrupt
-
-    # Installed explicitly, as in training: a process started by a non-interactive shell (or a test runner)
-    # may inherit an *ignored* SIGINT, and Python then never raises KeyboardInterrupt; Ctrl-C and
-    # `kill -INT` must still stop the server.
-    old_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
+    old_handlers = interrupt_on_signals()          # Ctrl-C, `kill -INT` and SIGTERM stop the server
     try:
         for line in url_lines(host, v.port):
             announce(line)
@@ -403,5 +396,4 @@ def serve(loaded, precision: str, host: str, port: int, out: Path, invert_steps:
         announce("stopped.")
     finally:
         v.stop()
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
+        restore_signals(old_handlers)
