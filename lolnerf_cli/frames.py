@@ -124,14 +124,16 @@ class FrameRenderer:
         """One frame, as `render.render_image` returns it."""
         from .render import render_image
 
-        if baked and _key(z) not in self._rejected:
-            new = self.baked is None or self._baked_key != _key(z)
+        key = _key(z) if baked else None
+        if baked and key not in self._rejected:
+            bakes_before = self.stats.bakes
             grid = self.bake_for(z)
+            new = self.stats.bakes > bakes_before
             if not (new and self.mode == "auto") or self._bake_matches(grid, z, cam):
                 self.stats.baked_frames += 1
                 return render_baked(grid, self.loaded.model, cam, self.precision,
                                     near_min=self.loaded.cfg.render.near_min)
-            self._rejected.add(_key(z))
+            self._rejected.add(key)
             self.stats.rejected += 1
         self.stats.exact_frames += 1
         return render_image(self.loaded.model, z, cam, self.loaded.cfg.render, self.precision)

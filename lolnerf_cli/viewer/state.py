@@ -311,7 +311,6 @@ class RenderState:
         self._moved_at = 0.0
         self._identity_at = 0.0
         self._bakes: OrderedDict[tuple, object] = OrderedDict()
-        self._baking: tuple | None = None
         self._closed = False
         self._z, self._z_name = self.identity.current(identities)
         self._threads = [threading.Thread(target=self._frame_loop, name="lolnerf-view-frames", daemon=True),
@@ -447,6 +446,15 @@ class RenderState:
         return Frame(image, r["rgb"], r["alpha"], r["depth"], cam, sharp, used, seconds)
 
     # ------------------------------------------------------------------ the bake thread
+    def _draw_exactly(self, message: str) -> None:
+        """Give up on grids for this browser (the bake failed or does not match the network): say why and
+        redraw through the network."""
+        self.on_bake(message)
+        with self._cond:
+            self.settings = replace(self.settings, renderer="exact")
+            self._version += 1
+            self._cond.notify_all()
+
     def on_bake(self, message: str) -> None:
         try:
             self._on_bake(message)
@@ -469,7 +477,6 @@ class RenderState:
                 if self._closed:
                     return
                 key, z, name = self._bake_key(), self._z.clone(), self._z_name
-                self._baking = key
 
             def wanted() -> bool:
                 with self._cond:
@@ -483,33 +490,22 @@ class RenderState:
             except _Cancelled:
                 continue
             except Exception as exc:  # noqa: BLE001 - shown in the page; frames go on through the network
-                self.on_bake(f"bake failed ({type(exc).__name__}: {exc}); drawing through the network")
-                with self._cond:
-                    self.settings = replace(self.settings, renderer="exact")
-                    self._version += 1
-                    self._cond.notify_all()
+                self._draw_exactly(f"bake failed ({type(exc).__name__}: {exc}); drawing through the network")
                 continue
             with self._cond:
                 pose = self.pose
-            check = None
             if pose is not None:         # the same check as the commands' frames: a grid that cannot hold
                 from ..frames import CHECK_MIN_PSNR, CHECK_SIDE, bake_check_psnr   # the field is not used
                 check = bake_check_psnr(self.loaded, grid, z.to(self.loaded.latents.device),
                                         camera_of(pose, CHECK_SIDE), self.precision)
                 if check < CHECK_MIN_PSNR:
-                    self.on_bake(f"the baked grid of {name} differs from the network ({check:.1f} dB < "
-                                 f"{CHECK_MIN_PSNR:.0f} dB on a check view); drawing through the network")
-                    with self._cond:
-                        self._baking = None
-                        self.settings = replace(self.settings, renderer="exact")
-                        self._version += 1
-                        self._cond.notify_all()
+                    self._draw_exactly(f"the baked grid of {name} differs from the network ({check:.1f} dB < "
+                                       f"{CHECK_MIN_PSNR:.0f} dB on a check view); drawing through the network")
                     continue
             with self._cond:
                 self._bakes[key] = grid
                 while len(self._bakes) > BAKES_KEPT:
                     self._bakes.popitem(last=False)
-                self._baking = None
                 self._version += 1               # redraw: the sharp frame can now come from the grid
                 self._cond.notify_all()
             self.on_bake(f"baked {name} in {time.perf_counter() - t0:.1f} s ({grid.stats.blocks} blocks)")
