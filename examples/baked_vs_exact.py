@@ -4,6 +4,10 @@ render views of the run's orbit both ways: print bake time, ms per baked frame, 
 exact frames and the depth difference where both have alpha >= 0.5.
 
     python examples/baked_vs_exact.py RUN [--index 0 1] [--latents held.safetensors] [--size 128]
+                                      [--without bleed cap surface]
+
+--without leaves out steps that make the grid agree with the network at hard surfaces (see
+lolnerf_cli/bake_surface.py), to measure each.
 
 Times are wall clock at the current thread count and, as a figure that a busy machine disturbs less,
 process CPU time with one thread (`torch.set_num_threads(1)`)."""
@@ -16,13 +20,13 @@ import time
 import numpy as np
 import torch
 
-from lolnerf_cli.bake import bake, render_baked
+from lolnerf_cli.bake import SURFACE_FIX, bake, render_baked
 from lolnerf_cli.device import resolve_precision
 from lolnerf_cli.formats import load_latents
 from lolnerf_cli.metrics import psnr
 from lolnerf_cli.model import load_model
 from lolnerf_cli.render import render_image
-from lolnerf_cli.video import read_view
+from lolnerf_cli.views import read_view
 
 
 def timed(fn, threads: int):
@@ -43,6 +47,7 @@ def main() -> None:
     ap.add_argument("--latents", nargs="*", default=[])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--views", type=int, default=6, help="orbit views per latent (of a 60-frame orbit)")
+    ap.add_argument("--without", nargs="*", default=[], choices=["bleed", "cap", "surface"])
     args = ap.parse_args()
 
     loaded = load_model(args.run)
@@ -55,8 +60,9 @@ def main() -> None:
     threads = torch.get_num_threads()
     bakes, frames_w, frames_c, scores = [], [], [], []
     for name, z in todo:
-        grid, wall, _ = timed(lambda: bake(loaded.model, z, prec), threads)
-        _, _, cpu = timed(lambda: bake(loaded.model, z, prec), 1)
+        fix = tuple(step for step in SURFACE_FIX if step not in args.without)
+        grid, wall, _ = timed(lambda: bake(loaded.model, z, prec, surface_fix=fix), threads)
+        _, _, cpu = timed(lambda: bake(loaded.model, z, prec, surface_fix=fix), 1)
         bakes.append((wall, cpu))
         for cam in cams:
             out, wall_f, _ = timed(lambda: render_baked(grid, loaded.model, cam, prec), threads)

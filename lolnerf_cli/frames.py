@@ -140,7 +140,7 @@ class FrameRenderer:
 
     def _bake_matches(self, grid: BakedField, z: torch.Tensor, cam: Camera) -> bool:
         """A new bake is checked once on a small view of its first frame ("auto" mode): a field whose
-        detail the grid cannot hold (thin shells) would otherwise give every frame a wrong picture."""
+        detail the grid cannot hold would otherwise give every frame a wrong picture."""
         self.stats.check_psnr = bake_check_psnr(self.loaded, grid, z, cam, self.precision)
         return self.stats.check_psnr >= CHECK_MIN_PSNR
 
