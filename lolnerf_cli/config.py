@@ -96,6 +96,7 @@ class InvertConfig:
     lr: float = 5e-2              # Adam learning rate of the latents at step 0 ...
     lr_final_factor: float = 0.1  # ... decayed (cosine) to this fraction of it at the last step
     camera_lr: float = 2e-3       # Adam learning rate of the camera correction (radians / scene units)
+    encoder_camera_lr: float = 5e-3  # ... when the camera came from the encoder (optimised with the latent by default)
     rays_per_image: int = 512     # random pixels of each photo per step (all pixels when the image is smaller)
     max_rays_per_step: int = 16384  # photos are optimised in groups so that one step renders at most this many rays
     novel_yaw_deg: float = 30.0   # the "novel view" of previews: the input camera turned this far about +Y
@@ -127,6 +128,7 @@ class EvalConfig:
     frames: str = "auto"          # camera frame of held-out / novel cameras: auto, as-given or query
     upsample: int = 0             # >= 2: also score novel views rendered this many times finer (synth data)
     encoder_steps: int = 30       # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
+    encoder_refine_camera: bool = True  # ... which also optimise the encoder's camera (as `invert` does)
 
 
 @dataclass

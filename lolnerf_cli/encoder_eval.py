@@ -30,6 +30,7 @@ import torch
 
 from .cameras import Camera
 from .encoder import encode, encoder_paths, load_encoder, rotation_error_deg
+from .config import InvertConfig
 from .errors import InputError
 
 HYBRID_STEPS = 30
@@ -41,8 +42,10 @@ class EncoderSection:
     name = "encoder"
     frames = None
 
-    def __init__(self, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS):
+    def __init__(self, heldout: Path | None, novel: Path | None, hybrid_steps: int = HYBRID_STEPS,
+                 refine_camera: bool = True, lr: float = InvertConfig.lr, camera_lr: float = InvertConfig.encoder_camera_lr):
         self.heldout, self.novel, self.hybrid_steps = heldout, novel, int(hybrid_steps)
+        self.refine_camera, self.lr, self.camera_lr = bool(refine_camera), float(lr), float(camera_lr)
 
     def prepare(self, ev) -> None:
         """Load and check RUN/encoder.safetensors and list the photos (InputError before any rendering)."""
@@ -72,7 +75,8 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
         prepared = EncoderSection(heldout, novel, hybrid_steps)
         prepared.prepare(ev)
     path, enc = prepared.path, prepared.enc
-    out: dict[str, Any] = {"encoder": str(path), "hybrid_steps": hybrid_steps, "resolution": enc.cfg.resolution}
+    out: dict[str, Any] = {"encoder": str(path), "hybrid_steps": hybrid_steps, "resolution": enc.cfg.resolution,
+                           "hybrid_refines_camera": prepared.refine_camera}
     # ---------------------------------------------------------------- the query photos
     objects = prepared.objects
     for obj in objects:
@@ -110,11 +114,13 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
     torch.manual_seed(ev.opt.seed)
     hyb = invert_images(ev.loaded, photos, cam_u, [all_items[first[k]].mask_full for k in unique],
                         steps=hybrid_steps, resolution=ev.res, progress=ev.progress, seed=ev.opt.seed,
-                        measure_init=False, z_init=torch.stack(z_u).to(ev.device))
+                        measure_init=False, z_init=torch.stack(z_u).to(ev.device),
+                        refine_camera=prepared.refine_camera, lr=prepared.lr, camera_lr=prepared.camera_lr)
     hybrid_s = time.perf_counter() - t0
     where = [unique.index(k) for k in keys]
     zs = [z_u[j] for j in where]
     cams = [cam_u[j] for j in where]
+    cams_hyb = [cam_u[j].with_pose(hyb.cameras[j].c2w) for j in where]
     z_hyb = hyb.latents.float()[where]
     n_held = len(held_items)
     out["ms_per_photo"] = {"encoder_median": float(np.median(times)), "encoder_mean": float(np.mean(times)),
@@ -131,10 +137,12 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
             gt = ev.ground_truth(it.rgb)
             mask = mask_for(heldout, it.file_path, ev.res, it.alpha)
             row: dict[str, Any] = {"file_path": it.file_path}
-            for name, z in (("encoder", zs[i]), ("hybrid", z_hyb[i])):
-                r = ev.render(z, cams[i])
+            for name, z, cam in (("encoder", zs[i], cams[i]), ("hybrid", z_hyb[i], cams_hyb[i])):
+                r = ev.render(z, cam)
                 row[name] = ev.scorer.full(r["rgb"], gt, mask)
             row.update(_camera_errors(ev, heldout, it, cams[i]))
+            if prepared.refine_camera:
+                row["hybrid_rotation_error_deg"] = _camera_errors(ev, heldout, it, cams_hyb[i])["rotation_error_deg"]
             rows.append(row)
         out["heldout"] = _two_way(rows, ("psnr", "ssim", "lpips", "psnr_masked"))
         out["heldout"]["images"] = rows
@@ -144,19 +152,23 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
         rows, cam_rows = [], []
         for j, (folder, q, obj) in enumerate(queries):
             k = n_held + j
-            cam_q = cams[k].scaled(q.rgb.shape[1], q.rgb.shape[0])
-            scale = relative_scale(cam_q.c2w, q.frame.c2w)
-            views = align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
-            for v, c2w in zip(obj.views, views):
-                vcam = v.frame.with_pose(c2w)
+            views = {}
+            for name, cam in (("encoder", cams[k]), ("hybrid", cams_hyb[k])):
+                cam_q = cam.scaled(q.rgb.shape[1], q.rgb.shape[0])
+                scale = relative_scale(cam_q.c2w, q.frame.c2w)
+                views[name] = align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
+            scale = relative_scale(cams[k].scaled(q.rgb.shape[1], q.rgb.shape[0]).c2w, q.frame.c2w)
+            for i, v in enumerate(obj.views):
                 gt = ev.ground_truth(v.rgb)
                 mask = resize_mask(v.mask_full, ev.res, ev.res)
                 row = {"object": obj.name, "file_path": v.file_path}
                 for name, z in (("encoder", zs[k]), ("hybrid", z_hyb[k])):
-                    row[name] = ev.scorer.masked(ev.render(z, vcam)["rgb"], gt, mask)
+                    row[name] = ev.scorer.masked(ev.render(z, v.frame.with_pose(views[name][i]))["rgb"], gt, mask)
                 rows.append(row)
-            cam_rows.append({"object": obj.name, "file_path": q.file_path, "scale": scale,
-                             **_camera_errors(ev, folder, q, cams[k])})
+            row = {"object": obj.name, "file_path": q.file_path, "scale": scale, **_camera_errors(ev, folder, q, cams[k])}
+            if prepared.refine_camera:
+                row["hybrid_rotation_error_deg"] = _camera_errors(ev, folder, q, cams_hyb[k])["rotation_error_deg"]
+            cam_rows.append(row)
         out["novel"] = _two_way(rows, ("psnr", "ssim", "lpips"))
         out["novel"].update(objects=len(queries), masked=True, views=rows)
         out["camera"] = _camera_summary(cam_rows)
@@ -207,5 +219,6 @@ def _camera_summary(rows: list[dict]) -> dict:
         return {"median": float(np.median(v)), "mean": float(np.mean(v)), "count": len(v)}
 
     return {"rotation_error_deg": stats("rotation_error_deg"),
+            "hybrid_rotation_error_deg": stats("hybrid_rotation_error_deg"),
             "landmark_rotation_error_deg": stats("landmark_rotation_error_deg"),
             "note": "against the known cameras; reported only when the folder's cameras are in the model's frame"}

@@ -207,7 +207,7 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
     if has_encoder(run_dir) and (heldout is not None or novel is not None):
         from .encoder_eval import EncoderSection
 
-        sections.append(EncoderSection(heldout, novel, opt.encoder_steps))
+        sections.append(EncoderSection(heldout, novel, opt.encoder_steps, opt.encoder_refine_camera))
     # every section's inputs are read and checked before any rendering: a wrong folder fails in a second
     frames = {"option": opt.frames, "training_cameras": "fit-cameras" if ev.training_fitted else "given",
               "novel": None, "heldout": None}

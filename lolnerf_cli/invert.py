@@ -94,13 +94,14 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
                   steps: int = INVERT_STEPS, resolution: int | None = None, lr: float = INVERT_LR,
                   progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
                   rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True,
-                  z_init: torch.Tensor | None = None) -> InvertResult:
+                  z_init: torch.Tensor | None = None, camera_lr: float = CAMERA_LR) -> InvertResult:
     """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
 
     Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
     resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed.
     z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
-    steps 0 returns the start unchanged (rendered and measured)."""
+    steps 0 returns the start unchanged (rendered and measured). refine_camera: also learn a rotation and
+    translation correction of each camera, at learning rate camera_lr."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to invert")
@@ -128,7 +129,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
                                                 [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
-                                                precision, gen, task)
+                                                precision, gen, task, camera_lr)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
@@ -146,7 +147,8 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     return InvertResult(z_out, psnr, [float(v) for v in history], psnr_init, out_cams, targets, renders)
 
 
-def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task):
+def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task,
+               camera_lr: float = CAMERA_LR):
     """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
 
@@ -168,7 +170,7 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
     rot = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
     trans = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
     if refine_camera:
-        params.append({"params": [rot, trans], "lr": CAMERA_LR})
+        params.append({"params": [rot, trans], "lr": camera_lr})
     opt = torch.optim.Adam(params)
     base_lrs = [grp["lr"] for grp in opt.param_groups]
     image_of_ray = torch.arange(g, device=device).repeat_interleave(p)                         # [R]

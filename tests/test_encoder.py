@@ -3,6 +3,8 @@ the encoder (no landmarks, no face) end to end through the CLI, bad encoder file
 
 from __future__ import annotations
 
+import json
+
 import shutil
 
 import numpy as np
@@ -141,8 +143,19 @@ def test_invert_with_encoder_only_needs_no_landmarks(tmp_path, enc_run):
     out2 = tmp_path / "z2.safetensors"
     r = invoke(["invert", str(photo), "--model", str(enc_run.enc_run), "--out", str(out2), "--steps", "3"])
     assert r.exit_code == 0, r.stderr
-    z2, _, _ = load_latents(out2)
+    z2, _, meta2 = load_latents(out2)
     assert not torch.equal(z, z2)
+    # the encoder's camera is optimised with the latent by default (and kept when asked)
+    pose = lambda meta: json.loads(meta["cameras"])[0]["transform_matrix"]    # noqa: E731
+    assert json.loads(meta2["refine_camera"]) is True
+    assert pose(meta2) != pose(load_latents(out)[2])
+    out3 = tmp_path / "z3.safetensors"
+    r = invoke(["invert", str(photo), "--model", str(enc_run.enc_run), "--out", str(out3), "--steps", "3",
+                "--no-refine-camera"])
+    assert r.exit_code == 0, r.stderr
+    meta3 = load_latents(out3)[2]
+    assert json.loads(meta3["refine_camera"]) is False
+    assert pose(meta3) == pose(load_latents(out)[2])
 
 
 def test_steps_zero_without_an_encoder_is_refused(tmp_path, enc_run):
@@ -199,3 +212,6 @@ def test_eval_has_an_encoder_section(tmp_path, enc_run):
     # synth's held-out cameras are in the model's frame (true cameras): the rotation error is reported
     assert sec["camera"]["rotation_error_deg"]["count"] == 2
     assert 0 <= sec["camera"]["rotation_error_deg"]["median"] <= 180
+    # the hybrid also corrects the encoder's camera, and its error is reported beside the encoder's
+    assert sec["hybrid_refines_camera"] is True
+    assert sec["camera"]["hybrid_rotation_error_deg"]["count"] == 2

@@ -23,7 +23,9 @@ def invert(
     out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help=f"Adam learning rate of the latents (default {InvertConfig.lr:g})."),
-    refine_camera: bool = typer.Option(False, "--refine-camera", help="Also learn a small rotation/translation correction of each camera."),
+    refine_camera: Optional[bool] = typer.Option(None, "--refine-camera/--no-refine-camera",
+                                                 help="Also learn a small rotation/translation correction of each camera "
+                                                      "(default: on when the encoder gave the camera, off otherwise)."),
     focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Focal length in pixels for cameras fitted from landmarks "
                                                                          "(default: the training cameras' field of view)."),
     no_mask: bool = typer.Option(False, "--no-mask", help="Ignore masks (DATA/masks/<stem>.png, alpha channels, segmentation)."),
@@ -69,10 +71,14 @@ def invert(
         photos = load_photos(loaded, images, camera, use_masks=not no_mask, focal=focal, landmarks_file=landmarks)
         camera_ms = [(time.perf_counter() - t0) * 1000.0 / len(photos)] * len(photos)
     n_steps = INVERT_STEPS if steps is None else steps
+    if refine_camera is None:
+        refine_camera = use_encoder
+    refine_camera = refine_camera and n_steps > 0
     t1 = time.perf_counter()
     result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
                            steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,
-                           progress=reporter(), refine_camera=refine_camera, seed=seed, z_init=z_init)
+                           progress=reporter(), refine_camera=refine_camera, seed=seed, z_init=z_init,
+                           camera_lr=InvertConfig.encoder_camera_lr if use_encoder else InvertConfig.camera_lr)
     fit_ms = (time.perf_counter() - t1) * 1000.0 / len(photos)
     res = result.cameras[0].w
     cams = [{"file_path": str(p.path), "transform_matrix": c.c2w.round(6).tolist(), "fl_x": c.fx, "fl_y": c.fy,
