@@ -7,14 +7,16 @@ already skin. A sample in the voxel that holds the surface interpolates the corn
 the raw corner values put wrong colours on every surface (16 dB against exact renders). Three steps,
 all on the evaluated corners before they are stored:
 
-1. `bleed_colours`: nearly transparent corners take the opacity-weighted mean colour of their
+1. "bleed" (`bleed_colours`): nearly transparent corners take the opacity-weighted mean colour of their
    3 x 3 x 3 neighbourhood (what is in front of a surface never shows, so its own colour is free).
-2. `cap_density`: density inside a surface is capped at INSIDE_TAU optical depth per marching step.
-   Between an outside corner (logit ~0) and an inside one (logit 100-7,000) trilinear interpolation
-   otherwise puts the surface next to the outside corner: silhouettes came out half a voxel too fat.
-3. `surface_colours`: every corner next to the surface (opaque and transparent corners among its
-   3 x 3 x 3 neighbours) gets the colour a ray along the surface normal sees: SURFACE_SAMPLES network
-   evaluations over +-SURFACE_SPAN voxels, composited like a render.
+2. "cap": the corners of every voxel a surface crosses (`surface_corners`) have their density capped at
+   INSIDE_TAU optical depth per marching step. Between an outside corner (logit ~0) and an inside one
+   (logit 100-7,000) trilinear interpolation otherwise puts the surface next to the outside corner:
+   silhouettes came out half a voxel too fat. Deeper corners keep their density, so a ray that crosses
+   the surface still stops within a step or two.
+3. "surface" (`surface_colours`, `fill_inwards`): those corners get the colour a ray along the surface
+   normal sees (SURFACE_SAMPLES network evaluations over +-SURFACE_SPAN voxels, composited like a render),
+   and the opaque corners one step behind them the mean of their colours.
 
 The effect of each is measured by `examples/baked_vs_exact.py --without ...`.
 
