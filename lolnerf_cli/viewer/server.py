@@ -23,13 +23,14 @@ import numpy as np
 from ..errors import InputError, ParamError
 from ..signals import interrupt_on_signals, restore_signals
 from ..progress import Progress, Task
-from .state import (MODES, PCA_RANGE, RENDERERS, Identities, Pose, RenderState, camera_of, pose_of_camera,
+from .state import (MODES, PCA_RANGE, RENDERERS, Identities, Pose, RenderState, camera_of, join_all, pose_of_camera,
                     view_pose)
 
 RESOLUTIONS = (32, 48, 64, 96, 128, 192, 256, 384, 512)
 PREVIEWS = {"1/4": 0.25, "1/2": 0.5, "full": 1.0}
 GRIDS = (64, 96, 128, 192, 256)
 STATUS_EVERY_S = 0.1               # progress text in the page is refreshed at most this often
+STOP_WAIT_S = 120.0                # on stop, how long a bake, frame or job in progress may take to finish
 SAMPLE_SEED_STEP = 1
 
 
@@ -319,8 +320,15 @@ class ClientView:
         self.saved.content = f"camera: {path}" + (f" (identity: {latent})" if latent else "") + f"  \n`{cmd}`"
         self._offer(path)
 
-    def close(self) -> None:
-        self.state.close()
+    def busy(self) -> bool:
+        """Whether a render thread or a job of this browser is still running."""
+        return self.state.busy() or (self._job is not None and self._job.is_alive())
+
+    def close(self, wait: float = 0.0) -> None:
+        """Stop drawing; wait up to `wait` seconds for the render threads and a running job to finish."""
+        self.state.close(wait)
+        if wait > 0:
+            join_all([self._job], wait)
 
 
 # ----------------------------------------------------------------------------------------- the server
@@ -340,6 +348,7 @@ class Viewer:
             self.server.stop()
             raise ParamError("port", f"port {port} on {host} is already in use; choose a free one with {{port}}")
         self.clients: dict[int, ClientView] = {}
+        self._gone: list[ClientView] = []      # disconnected browsers whose threads may still be finishing
         self._lock = threading.Lock()
         sc = self.server.scene
         sc.set_up_direction("+y")            # lolnerf's world is +Y up
@@ -359,15 +368,21 @@ class Viewer:
         def _disconnect(client) -> None:
             with self._lock:
                 cv = self.clients.pop(client.client_id, None)
+                self._gone = [v for v in self._gone if v.busy()]     # only those still finishing something
+                if cv is not None:
+                    self._gone.append(cv)
             if cv is not None:
                 cv.close()
 
     def stop(self) -> None:
+        """Close every browser's view and wait for their threads (also of browsers already gone)."""
         with self._lock:
-            views = list(self.clients.values())
+            views = list(self.clients.values()) + self._gone
             self.clients.clear()
+            self._gone = []
+        end = time.monotonic() + STOP_WAIT_S
         for cv in views:
-            cv.close()
+            cv.close(wait=max(0.1, end - time.monotonic()))
         self.server.stop()
 
 

@@ -42,6 +42,14 @@ FPS_WINDOW_S = 2.0             # the frame-rate readout counts the frames of the
 CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 
+def join_all(threads, seconds: float) -> None:
+    """Join the started threads (other than the calling one) within `seconds` in all."""
+    end = time.monotonic() + seconds
+    for t in threads:
+        if t is not None and t.is_alive() and t is not threading.current_thread():
+            t.join(max(0.0, end - time.monotonic()))
+
+
 # ----------------------------------------------------------------------------------------- identity
 class Identities:
     """The latent table of a run and the Gaussian fitted to it: rows, samples, principal directions."""
@@ -351,10 +359,18 @@ class RenderState:
         with self._cond:
             return self._z.clone(), self._z_name
 
-    def close(self) -> None:
+    def busy(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def close(self, wait: float = 0.0) -> None:
+        """Stop the frame and bake threads; wait up to `wait` seconds for them (a bake or a frame in
+        progress finishes first). The server waits before it exits: a thread still inside torch when the
+        interpreter shuts down aborts the process."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if wait > 0:
+            join_all(self._threads, wait)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until the newest version has a sharp frame (tests; screenshots). True when it has."""
