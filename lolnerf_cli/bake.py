@@ -126,7 +126,8 @@ class BakedField:
         # threshold (softplus is monotonic, so no point inside it can exceed that corner's density)
         occ = torch.zeros(n, n, n, dtype=torch.bool, device=dev)
         if nb:
-            vmax = F.max_pool3d(self.atlas[:, :1], 2, 1)[:, 0] >= _logit_of(self.threshold)   # [nb, B, B, B]
+            level = bake_surface.density_logit(self.threshold)
+            vmax = F.max_pool3d(self.atlas[:, :1], 2, 1)[:, 0] >= level              # [nb, B, B, B]
             bz, by, bx = torch.nonzero(occ_block, as_tuple=True)
             ar = torch.arange(b, device=dev)
             zz = (bz[:, None] * b + ar)[:, :, None, None].expand(-1, b, b, b)
@@ -243,9 +244,6 @@ def weights_hash(model) -> str:
     return h.hexdigest()[:16]
 
 
-_logit_of = bake_surface.density_logit
-
-
 # ----------------------------------------------------------------------------------------- baking
 def _field_logits(model, pts: torch.Tensor, z: torch.Tensor, precision: str) -> torch.Tensor:
     """Raw logits [M, 4] (density logit incl. the density bias, colour logits) at points pts [M, 3]."""
@@ -300,7 +298,7 @@ def coarse_occupancy(model, z: torch.Tensor, resolution: int, block: int = DEFAU
         pts, keep = _coarse_points(resolution, block, radius, dev)
         dens = torch.full(((nc + 1) ** 3,), -math.inf, device=dev)
         dens[keep] = _field_logits(model, pts[keep], z, precision)[:, 0]
-        hot = (dens >= _logit_of(threshold)).reshape(1, 1, nc + 1, nc + 1, nc + 1).float()
+        hot = (dens >= bake_surface.density_logit(threshold)).reshape(1, 1, nc + 1, nc + 1, nc + 1).float()
         hot = F.max_pool3d(hot, 3, 1, 1)                          # one coarse cell around each point
         blocks = F.max_pool3d(hot, 3, 2, 0)[0, 0] > 0             # the 3 x 3 x 3 points of each block
         n_eval = int(keep.sum())

@@ -67,23 +67,33 @@ def _around(alpha: torch.Tensor, j: torch.Tensor, rows: torch.Tensor) -> torch.T
     return torch.where(j >= 0, alpha[j.clamp_min(0)], alpha[rows][:, None])
 
 
+def colour_logits(rgb: torch.Tensor) -> torch.Tensor:
+    """Colours in [0, 1] -> the colour logits a grid stores (kept finite)."""
+    return torch.logit(rgb.clamp(1e-4, 1 - 1e-4))
+
+
+def _neighbour_mean(values: torch.Tensor, j: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Colour logits [T, 3] of the w-weighted mean colour of neighbours j [T, 27] (weights w [T, 27], each
+    row's sum > 0)."""
+    rgb = torch.sigmoid(values[j.clamp_min(0), 1:])                                        # [T, 27, 3]
+    return colour_logits((w[..., None] * rgb).sum(1) / w.sum(1, keepdim=True))
+
+
 def bleed_colours(values: torch.Tensor, vidx: torch.Tensor, slot: torch.Tensor, n: int, step: float) -> None:
     """In place: the colour logits of corners less opaque than BLEED_ALPHA become the opacity-weighted
-    mean colour of their neighbourhood, BLEED_ROUNDS times."""
+    mean colour of their neighbourhood, BLEED_ROUNDS times (the density, and so the weights, never change)."""
+    alpha = step_alpha(values, step)
+    thin = torch.nonzero(alpha < BLEED_ALPHA).squeeze(1)
+    if thin.numel() == 0:
+        return
     for _ in range(BLEED_ROUNDS):
-        alpha = step_alpha(values, step)
-        thin = torch.nonzero(alpha < BLEED_ALPHA).squeeze(1)
-        if thin.numel() == 0:
-            return
         new = torch.empty(thin.shape[0], 3, device=values.device)
         for s in range(0, thin.shape[0], ROWS_PER_PASS):
             rows = thin[s:s + ROWS_PER_PASS]
             j = neighbour_rows(vidx, rows, slot, n)
             ok = j >= 0
             w = torch.where(ok, alpha[j.clamp_min(0)], torch.zeros(())) + 1e-12 * ok     # no opaque neighbour: a plain mean
-            rgb = torch.sigmoid(values[j.clamp_min(0), 1:])                                # [T, 27, 3]
-            mean = (w[..., None] * rgb).sum(1) / w.sum(1, keepdim=True)
-            new[s:s + rows.shape[0]] = torch.logit(mean.clamp(1e-4, 1 - 1e-4))
+            new[s:s + rows.shape[0]] = _neighbour_mean(values, j, w)
         values[thin, 1:] = new
 
 
@@ -111,15 +121,16 @@ def surface_corners(values: torch.Tensor, vidx: torch.Tensor, slot: torch.Tensor
     per step: every corner of a voxel that a surface crosses) [T], and their outward unit normals [T, 3]
     (x, y, z), from the opacity's gradient."""
     alpha = step_alpha(values, step)
-    found = []
+    found, around = [], []
     for s in range(0, values.shape[0], ROWS_PER_PASS):
         rows = torch.arange(s, min(values.shape[0], s + ROWS_PER_PASS), device=values.device)
         a = _around(alpha, neighbour_rows(vidx, rows, slot, n), rows)
-        found.append(rows[(a.max(1).values >= 0.5) & (a.min(1).values < 0.5)])
-    rows = torch.cat(found) if found else torch.zeros(0, dtype=torch.long, device=values.device)
-    if rows.numel() == 0:
-        return rows, torch.zeros(0, 3, device=values.device)
-    a = _around(alpha, neighbour_rows(vidx, rows, slot, n), rows)
+        at = (a.max(1).values >= 0.5) & (a.min(1).values < 0.5)
+        found.append(rows[at])
+        around.append(a[at])
+    if not found or sum(r.numel() for r in found) == 0:
+        return torch.zeros(0, dtype=torch.long, device=values.device), torch.zeros(0, 3, device=values.device)
+    rows, a = torch.cat(found), torch.cat(around)
     grad = torch.stack([a[:, 14] - a[:, 12], a[:, 16] - a[:, 10], a[:, 22] - a[:, 4]], -1)   # d/dx, d/dy, d/dz
     length = grad.norm(dim=-1)
     keep = length > 1e-3
@@ -140,7 +151,7 @@ def surface_colours(field_logits, values: torch.Tensor, rows: torch.Tensor, norm
         total = w.sum(1)
         hit = total > 0.5                                                     # the segment crosses the surface
         col = (w[..., None] * torch.sigmoid(raw[..., 1:])).sum(1) / total.clamp_min(1e-6)[:, None]
-        values[r[hit], 1:] = torch.logit(col[hit].clamp(1e-4, 1 - 1e-4))
+        values[r[hit], 1:] = colour_logits(col[hit])
 
 
 def fill_inwards(values: torch.Tensor, vidx: torch.Tensor, slot: torch.Tensor, n: int, surface: torch.Tensor,
@@ -156,10 +167,6 @@ def fill_inwards(values: torch.Tensor, vidx: torch.Tensor, slot: torch.Tensor, n
         rows = candidates[s:s + ROWS_PER_PASS]
         j = neighbour_rows(vidx, rows, slot, n)
         w = (j >= 0) & is_surface[j.clamp_min(0)]
-        count = w.sum(1)
-        take = count > 0
-        if not bool(take.any()):
-            continue
-        rgb = torch.sigmoid(values[j.clamp_min(0), 1:])                      # [T, 27, 3]
-        mean = (w[..., None] * rgb).sum(1) / count.clamp_min(1)[:, None]
-        values[rows[take], 1:] = torch.logit(mean[take].clamp(1e-4, 1 - 1e-4))
+        take = w.any(1)
+        if bool(take.any()):
+            values[rows[take], 1:] = _neighbour_mean(values, j[take], w[take].float())

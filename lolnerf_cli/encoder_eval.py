@@ -140,9 +140,7 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
             for name, z, cam in (("encoder", zs[i], cams[i]), ("hybrid", z_hyb[i], cams_hyb[i])):
                 r = ev.render(z, cam)
                 row[name] = ev.scorer.full(r["rgb"], gt, mask)
-            row.update(_camera_errors(ev, heldout, it, cams[i]))
-            if prepared.refine_camera:
-                row["hybrid_rotation_error_deg"] = _camera_errors(ev, heldout, it, cams_hyb[i])["rotation_error_deg"]
+            row.update(_camera_errors(ev, heldout, it, cams[i], cams_hyb[i] if prepared.refine_camera else None))
             rows.append(row)
         out["heldout"] = _two_way(rows, ("psnr", "ssim", "lpips", "psnr_masked"))
         out["heldout"]["images"] = rows
@@ -152,12 +150,12 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
         rows, cam_rows = [], []
         for j, (folder, q, obj) in enumerate(queries):
             k = n_held + j
-            views = {}
-            for name, cam in (("encoder", cams[k]), ("hybrid", cams_hyb[k])):
-                cam_q = cam.scaled(q.rgb.shape[1], q.rgb.shape[0])
-                scale = relative_scale(cam_q.c2w, q.frame.c2w)
-                views[name] = align_views(cam_q.c2w, q.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), scale)
-            scale = relative_scale(cams[k].scaled(q.rgb.shape[1], q.rgb.shape[0]).c2w, q.frame.c2w)
+            known = np.stack([v.frame.c2w for v in obj.views])
+            views, scales = {}, {}
+            for name, cam in (("encoder", cams[k]), ("hybrid", cams_hyb[k])):   # each around its own query camera
+                c2w_q = cam.scaled(q.rgb.shape[1], q.rgb.shape[0]).c2w
+                scales[name] = relative_scale(c2w_q, q.frame.c2w)
+                views[name] = align_views(c2w_q, q.frame.c2w, known, scales[name])
             for i, v in enumerate(obj.views):
                 gt = ev.ground_truth(v.rgb)
                 mask = resize_mask(v.mask_full, ev.res, ev.res)
@@ -165,10 +163,8 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
                 for name, z in (("encoder", zs[k]), ("hybrid", z_hyb[k])):
                     row[name] = ev.scorer.masked(ev.render(z, v.frame.with_pose(views[name][i]))["rgb"], gt, mask)
                 rows.append(row)
-            row = {"object": obj.name, "file_path": q.file_path, "scale": scale, **_camera_errors(ev, folder, q, cams[k])}
-            if prepared.refine_camera:
-                row["hybrid_rotation_error_deg"] = _camera_errors(ev, folder, q, cams_hyb[k])["rotation_error_deg"]
-            cam_rows.append(row)
+            cam_rows.append({"object": obj.name, "file_path": q.file_path, "scale": scales["encoder"],
+                             **_camera_errors(ev, folder, q, cams[k], cams_hyb[k] if prepared.refine_camera else None)})
         out["novel"] = _two_way(rows, ("psnr", "ssim", "lpips"))
         out["novel"].update(objects=len(queries), masked=True, views=rows)
         out["camera"] = _camera_summary(cam_rows)
@@ -178,15 +174,21 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
     return out
 
 
-def _camera_errors(ev, folder: Path, item, cam: Camera) -> dict:
-    """Rotation errors (degrees) against the item's known camera, when it has one in the model's frame."""
+def _camera_errors(ev, folder: Path, item, cam: Camera, hybrid_cam: Camera | None = None) -> dict:
+    """Rotation errors (degrees) against the item's known camera, when it has one in the model's frame: of
+    `cam`, of the landmark fit and, when given, of the hybrid's corrected camera."""
+    row = {"rotation_error_deg": None, "landmark_rotation_error_deg": None}
+    if hybrid_cam is not None:
+        row["hybrid_rotation_error_deg"] = None
     if item.frame is None:
-        return {"rotation_error_deg": None, "landmark_rotation_error_deg": None}
+        return row
     mode = ev.frames_for(folder) if (folder / "transforms.json").is_file() else None
     if mode != "as-given":
-        return {"rotation_error_deg": None, "landmark_rotation_error_deg": None}
+        return row
     true_rot = np.asarray(item.frame.c2w)[:3, :3]
-    row = {"rotation_error_deg": rotation_error_deg(cam.c2w[:3, :3], true_rot), "landmark_rotation_error_deg": None}
+    row["rotation_error_deg"] = rotation_error_deg(cam.c2w[:3, :3], true_rot)
+    if hybrid_cam is not None:
+        row["hybrid_rotation_error_deg"] = rotation_error_deg(hybrid_cam.c2w[:3, :3], true_rot)
     try:
         lcam, _ = _landmark_camera(ev, folder, item)
         row["landmark_rotation_error_deg"] = rotation_error_deg(lcam.c2w[:3, :3], true_rot)
