@@ -51,7 +51,7 @@ from .formats import atomic_write_bytes, load_safetensors, read_json, save_safet
 from .run_log import append_log, read_log
 from .losses import psnr_from_mse
 from .progress import Progress, or_silent
-from .signals import interrupt_on_signals, restore_signals
+from .signals import saving_on_interrupt
 
 TRAINER_FILE = "encoder_trainer.safetensors"
 LOG_FILE = "encoder_log.jsonl"
@@ -398,10 +398,9 @@ class EncoderTrainer:
         acc: dict[str, float] = {}
         last = None
         t_start = time.time()
-        interrupted = None
 
-        handlers = interrupt_on_signals()          # SIGTERM and `kill -INT` save like Ctrl-C does
-        try:
+        # SIGTERM and `kill -INT` save like Ctrl-C does
+        with saving_on_interrupt(lambda: self.save_checkpoint(time.time() - t_start)):
             if t.use_renders and self.pool is None:
                 self.build_pool()
             with self.progress.task("training the encoder", total=t.steps) as task:
@@ -423,13 +422,6 @@ class EncoderTrainer:
                     task.advance(1)
                     if self.step % t.checkpoint_every == 0 and self.step < t.steps:
                         self.save_checkpoint(time.time() - t_start)
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-        finally:
-            restore_signals(handlers)
-        self.save_checkpoint(time.time() - t_start)
-        if interrupted is not None:
-            raise interrupted
         return {"step": self.step, "last": last, "encoder": str(self.enc_path), "photos": len(self.cache),
                 "cameras": self.cam_source, "elapsed_s": self.elapsed_before + time.time() - t_start}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -28,3 +30,21 @@ def restore_signals(old: dict) -> None:
     """Put back the handlers `interrupt_on_signals` replaced."""
     for sig, handler in old.items():
         signal.signal(sig, handler)
+
+
+@contextmanager
+def saving_on_interrupt(save: Callable[[], None]) -> Iterator[None]:
+    """Run the block with Ctrl-C, `kill -INT` and `kill -TERM` raising KeyboardInterrupt; when it ends,
+    finished or interrupted, call save() (a checkpoint) and then re-raise the interruption. Any other
+    error propagates without saving. The handlers are put back either way."""
+    handlers = interrupt_on_signals()
+    interrupted = None
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    finally:
+        restore_signals(handlers)
+    save()
+    if interrupted is not None:
+        raise interrupted

@@ -45,7 +45,7 @@ from .model.latents import init_table
 from .progress import Progress, or_silent
 from .render import render_image, render_rays
 from .row_table import RowTable
-from .signals import interrupt_on_signals, restore_signals
+from .signals import saving_on_interrupt
 
 ENCODING_WINDOW_START = 1.0     # octaves of the "ipe" encoding open at step 0 of coarse-to-fine training
 
@@ -237,10 +237,9 @@ class Trainer:
         window_t0 = time.time()
         t_start = time.time()
         last = None
-        interrupted = None
 
-        old_handlers = interrupt_on_signals()      # SIGTERM and `kill -INT` save like Ctrl-C does
-        try:
+        # SIGTERM and `kill -INT` save like Ctrl-C does
+        with saving_on_interrupt(lambda: self.save_checkpoint(time.time() - t_start)):
             with self.progress.task("training", total=tc.steps) as task:
                 if self.step:
                     task.advance(self.step)
@@ -271,13 +270,6 @@ class Trainer:
                         self.save_checkpoint(time.time() - t_start)
                     if tc.preview_every and self.step % tc.preview_every == 0 and self.info.main:
                         self.write_preview()
-        except KeyboardInterrupt as exc:
-            interrupted = exc
-        finally:
-            restore_signals(old_handlers)
-        self.save_checkpoint(time.time() - t_start)
-        if interrupted is not None:
-            raise interrupted
         if self.info.main and (not tc.preview_every or self.step % tc.preview_every != 0):
             self.write_preview()
         return {"step": self.step, "last": last, "excluded": self.frames.excluded, "images": self.k,
