@@ -31,3 +31,19 @@ def synth_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     synthesize(root, n=SYNTH_N, resolution=SYNTH_RES, holdout=SYNTH_HOLDOUT, seed=SYNTH_SEED)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A run of the `tiny` preset trained briefly on its own synth data (use_models.tiny_run)."""
+    from use_models import tiny_run
+
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def cube(tmp_path_factory):
+    """A run whose field is a solid box with known surface and colour (use_models.cube_run)."""
+    from use_models import cube_run
+
+    return cube_run(tmp_path_factory)

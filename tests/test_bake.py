@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from use_models import BOX_HALF, CUBE_PEAK, CUBE_RGB, CUBE_SHARPNESS, cube_run, cube_surface, error_line, invoke, tiny_run
+from use_models import BOX_HALF, CUBE_PEAK, CUBE_RGB, CUBE_SHARPNESS, cube_surface, error_line, invoke
 
 BAKED_VS_EXACT_DB = 35.0     # the bar for baked vs exact renders
 SKIP_DB = 50.0               # skipping empty space (with early termination) / culling empty blocks: ~no change
@@ -73,16 +73,6 @@ def textured_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def textured(tmp_path_factory):
     return textured_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory):
-    return cube_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 def _renders(run, index, yaw, size=32, **bake_kw):

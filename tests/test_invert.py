@@ -13,15 +13,10 @@ import torch
 from PIL import Image
 
 from conftest import SYNTH_RES as RES
-from use_models import error_line, invoke, tiny_run
+from use_models import error_line, invoke
 
 from lolnerf_cli.images import load_image
 from lolnerf_cli.video import SHEET_MIN_TILE, SHEET_PAD
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from use_models import CUBE_RGB, cube_run, cube_surface, error_line, invoke
+from use_models import CUBE_RGB, cube_surface, error_line, invoke
 
 GRID = 32
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory):
-    return cube_run(tmp_path_factory)
 
 
 def _check_cube_mesh(mesh, threshold: float):

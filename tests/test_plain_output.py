@@ -12,15 +12,9 @@ import sys
 
 import pytest
 
-from use_models import tiny_run
 
 LOLNERF = [sys.executable, "-m", "lolnerf_cli"]
 LONG = "a_folder_name_long_enough_that_every_path_below_it_runs_past_eighty_columns_" * 2
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
 
 
 def _run(args: list[str], **env) -> subprocess.CompletedProcess:

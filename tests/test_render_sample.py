@@ -12,20 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from use_models import CUBE_RGB, cube_run, cube_surface, error_line, invoke, tiny_run
+from use_models import CUBE_RGB, cube_surface, error_line, invoke
 
 from lolnerf_cli.cameras import focal_from_fov, look_at, spherical_eye
 from lolnerf_cli.video import SHEET_MIN_TILE, SHEET_PAD
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory):
-    return cube_run(tmp_path_factory)
 
 
 def _png(path: Path) -> np.ndarray:

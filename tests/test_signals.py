@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from lolnerf_cli.signals import interrupt_on_signals, restore_signals
+from lolnerf_cli.signals import interrupt_on_signals, restore_signals, saving_on_interrupt
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -34,3 +34,16 @@ def test_outside_the_main_thread_nothing_changes():
     t.start()
     t.join()
     assert got == [{}]
+
+
+def test_saving_on_interrupt_saves_then_reraises_and_other_errors_do_not_save():
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        with saving_on_interrupt(lambda: saved.append("interrupted")):
+            raise KeyboardInterrupt
+    with saving_on_interrupt(lambda: saved.append("finished")):
+        pass
+    with pytest.raises(ValueError):
+        with saving_on_interrupt(lambda: saved.append("error")):
+            raise ValueError("not an interruption")
+    assert saved == ["interrupted", "finished"]

@@ -24,19 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from use_models import cube_run, error_line, invoke, tiny_run
+from use_models import error_line, invoke
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def cube(tmp_path_factory):
-    return cube_run(tmp_path_factory)
 
 
 def _free_port() -> int:
