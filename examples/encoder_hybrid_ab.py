@@ -18,6 +18,7 @@ from pathlib import Path
 def main() -> None:
     from lolnerf_cli.encoder_eval import EncoderSection
     from lolnerf_cli.evaluate import EvalOptions, Evaluator
+    from lolnerf_cli.config import InvertConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("data")
@@ -26,7 +27,7 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=20)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--camera-lr", type=float, nargs="*", default=[5e-3], help="variants with the camera optimised")
-    ap.add_argument("--lr", type=float, nargs="*", default=[5e-2], help="the latent's learning rate (each variant)")
+    ap.add_argument("--lr", type=float, nargs="*", default=[InvertConfig.lr], help="the latent's learning rate (each variant)")
     ap.add_argument("--no-latent-only", action="store_true", help="skip the variants that keep the camera")
     args = ap.parse_args()
     ev = Evaluator(args.data, args.run, EvalOptions(subset=args.subset))

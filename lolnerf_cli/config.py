@@ -93,7 +93,9 @@ class InvertConfig:
     """Lifting photos into latents (`lolnerf invert`, and the inversions of `lolnerf eval`)."""
 
     steps: int = 200              # optimisation steps
-    lr: float = 5e-2              # Adam learning rate of the latents at step 0 ...
+    latent_basis: str = "pca"     # "pca": the latent moves along the table's principal axes, steps scaled by the
+                                  # table's spread along each (invert.latent_steps); "raw": along its own coordinates
+    lr: float = 0.1               # Adam learning rate of the latents at step 0 ("raw" was tuned at 0.05) ...
     lr_final_factor: float = 0.1  # ... decayed (cosine) to this fraction of it at the last step
     camera_lr: float = 2e-3       # Adam learning rate of the camera correction (radians / scene units)
     encoder_camera_lr: float = 5e-3  # ... when the camera came from the encoder (optimised with the latent by default)

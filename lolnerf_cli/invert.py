@@ -31,6 +31,7 @@ INVERT_STEPS = _DEFAULTS.steps
 INVERT_LR = _DEFAULTS.lr
 INVERT_LR_FINAL_FACTOR = _DEFAULTS.lr_final_factor
 CAMERA_LR = _DEFAULTS.camera_lr
+LATENT_BASES = ("pca", "raw")
 RAYS_PER_IMAGE = _DEFAULTS.rays_per_image
 MAX_RAYS_PER_STEP = _DEFAULTS.max_rays_per_step
 
@@ -94,14 +95,16 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
                   steps: int = INVERT_STEPS, resolution: int | None = None, lr: float = INVERT_LR,
                   progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
                   rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True,
-                  z_init: torch.Tensor | None = None, camera_lr: float = CAMERA_LR) -> InvertResult:
+                  z_init: torch.Tensor | None = None, camera_lr: float = CAMERA_LR,
+                  basis: str = _DEFAULTS.latent_basis) -> InvertResult:
     """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
 
     Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
     resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed.
     z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
     steps 0 returns the start unchanged (rendered and measured). refine_camera: also learn a rotation and
-    translation correction of each camera, at learning rate camera_lr."""
+    translation correction of each camera, at learning rate camera_lr. basis: the coordinates the latent is
+    optimised in (latent_steps)."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to invert")
@@ -109,6 +112,8 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
         raise ValueError("one camera per image")
     if steps < (0 if z_init is not None else 1):
         raise ParamError("steps", "must be at least 1")
+    if basis not in LATENT_BASES:
+        raise ParamError("latent_basis", f"must be one of {', '.join(LATENT_BASES)}, got '{basis}'")
     res = int(resolution or loaded.cfg.train.resolution)
     device = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, device)
@@ -129,7 +134,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
                                                 [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
-                                                precision, gen, task, camera_lr)
+                                                precision, gen, task, camera_lr, basis)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
@@ -147,8 +152,33 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     return InvertResult(z_out, psnr, [float(v) for v in history], psnr_init, out_cams, targets, renders)
 
 
+def latent_steps(table: torch.Tensor, basis: str) -> torch.Tensor:
+    """The directions inversion moves a latent along, one row each, scaled to one optimiser unit: [D, D].
+
+    "raw": the identity (each latent coordinate). "pca": the latent table's principal axes, each scaled
+    by the table's standard deviation along it relative to the mean of those deviations: Adam moves every
+    coordinate by about `lr` per step, so the steps keep their average length but go far along the
+    directions in which the training objects differ most and little along the others. The covariance
+    gets a small floor (1 % of its mean variance) so that every direction stays reachable, also for
+    tables of fewer rows than dimensions. Measured on the 64 px `cpu` model (docs/encoder.md): the same
+    result after 200 steps, 0.3-0.7 dB better novel views after 30."""
+    d = table.shape[1]
+    if basis == "raw" or table.shape[0] < 2:
+        return torch.eye(d)
+    z = table.detach().double().cpu()
+    centred = z - z.mean(0)
+    cov = centred.T @ centred / (z.shape[0] - 1)
+    cov += torch.eye(d, dtype=cov.dtype) * (LATENT_FLOOR * float(cov.diagonal().mean()) + 1e-12)
+    var, axes = torch.linalg.eigh(cov)                                      # ascending, columns
+    std = var.clamp_min(0).sqrt()
+    return (axes * (std / std.mean())).T.flip(0).float()                   # [D, D], largest first
+
+
+LATENT_FLOOR = 0.01
+
+
 def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task,
-               camera_lr: float = CAMERA_LR):
+               camera_lr: float = CAMERA_LR, basis: str = _DEFAULTS.latent_basis):
     """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
 
@@ -165,8 +195,10 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
     c2w0 = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32, device=device)    # [G, 4, 4]
     intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=device)
 
-    z = torch.nn.Parameter(z0.to(device).clone())                                              # [G, D]
-    params = [{"params": [z], "lr": lr}]
+    step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
+    z0 = z0.to(device).float()
+    coef = torch.nn.Parameter(torch.zeros_like(z0))                                            # [G, D]
+    params = [{"params": [coef], "lr": lr}]
     rot = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
     trans = torch.zeros(g, 3, device=device, requires_grad=refine_camera)
     if refine_camera:
@@ -198,6 +230,7 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
             img = image_of_ray[sl]
             k = intr[img]
             origins, dirs = pixel_rays(c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u[sl], v[sl])
+            z = z0 + coef @ step_dirs                                                          # [G, D]
             out = render_rays(loaded.model, origins, dirs, z[img], loaded.cfg.render, perturb=True,
                               precision=precision, generator=gen, pix=1.0 / k[:, 0])
             loss, terms = compose_loss(out, tgt[sl], m[sl], ray_has_mask[sl], weights, p, p)
@@ -215,7 +248,8 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
         task.advance(1, loss=losses[-1], psnr=psnr_from_mse(sums["rgb"] / g))
     with torch.no_grad():
         c2w_final = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
-    return z.detach(), c2w_final.detach().cpu().double().numpy(), losses
+        z = z0 + coef @ step_dirs
+    return z, c2w_final.detach().cpu().double().numpy(), losses
 
 
 # ----------------------------------------------------------------------------------------- photos -> inputs

@@ -150,6 +150,9 @@ def test_cli_invert_bad_inputs(tiny, tmp_path):
         assert needle in error_line(res)
     res = invoke(["invert", good, "--model", str(tiny.run), "--camera", tf, "--out", str(tmp_path / "z.npy")])
     assert res.exit_code == 2 and "z.npy" in error_line(res)
+    res = invoke(["invert", good, "--model", str(tiny.run), "--camera", tf, "--out", str(tmp_path / "z.safetensors"),
+                  "--latent-basis", "svd"])
+    assert res.exit_code == 2 and "--latent-basis" in error_line(res) and "svd" in error_line(res)
 
 
 def test_cli_invert_without_camera_uses_landmarks_and_run_keypoints(tiny, loaded, tmp_path, monkeypatch):
@@ -249,3 +252,42 @@ def test_inversion_micro_batches_add_up_to_the_whole_step(tiny, loaded, monkeypa
     assert np.allclose(runs[0].loss_history, runs[37].loss_history, rtol=1e-5)
     assert torch.allclose(runs[0].latents, runs[37].latents, atol=1e-5)
     assert not torch.allclose(runs[0].latents[0], runs[0].latents[1])      # the fit did something
+
+
+def test_latent_steps_follow_the_tables_spread():
+    """The "pca" directions are the table's principal axes, longest where the rows differ most, with an
+    average length of one latent unit; every direction stays reachable with fewer rows than dimensions;
+    "raw" is the identity."""
+    from lolnerf_cli.invert import latent_steps
+
+    gen = torch.Generator().manual_seed(0)
+    d = 6
+    axes = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))[0]
+    spread = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.25, 0.125], dtype=torch.float64)
+    rows = (torch.randn(20000, d, generator=gen, dtype=torch.float64) * spread) @ axes.T + 3.0
+    steps = latent_steps(rows.float(), "pca").double()                      # [D, D], one direction per row
+    lengths = steps.norm(dim=1)
+    assert lengths.mean() == pytest.approx(1.0, abs=1e-5)
+    assert lengths.tolist() == sorted(lengths.tolist(), reverse=True)
+    # lengths in the ratio of the spreads (the 1 % variance floor shifts the smallest ones slightly)
+    assert (lengths[:3] / lengths[0]).tolist() == pytest.approx((spread[:3] / spread[0]).tolist(), rel=0.03)
+    for i in range(3):                                                      # along the generating axes
+        assert abs(float(steps[i] @ axes[:, i])) / float(lengths[i]) == pytest.approx(1.0, abs=1e-3)
+    few = latent_steps(rows[:3].float(), "pca")                             # 3 rows span 2 directions only
+    assert torch.linalg.matrix_rank(few.double()) == d
+    assert torch.equal(latent_steps(rows.float(), "raw"), torch.eye(d))
+
+
+def test_raw_basis_is_the_old_optimisation(tiny, loaded):
+    """basis="raw" moves the latent along its own coordinates at the given learning rate: the first Adam
+    step moves every coordinate by the learning rate (sign of the gradient), in both bases' own units."""
+    from lolnerf_cli.invert import invert_images, latent_steps
+
+    _, rgb, cam, mask = _query(tiny, 0)
+    start = loaded.latents.detach().float().mean(0)
+    raw = invert_images(loaded, [rgb], [cam], [mask], steps=1, seed=3, measure_init=False, basis="raw", lr=0.01)
+    moved = (raw.latents[0] - start).abs()
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), atol=1e-4)
+    pca = invert_images(loaded, [rgb], [cam], [mask], steps=1, seed=3, measure_init=False, basis="pca", lr=0.01)
+    coef = (pca.latents[0] - start) @ torch.linalg.pinv(latent_steps(loaded.latents, "pca"))
+    assert torch.allclose(coef.abs(), torch.full_like(coef, 0.01), atol=1e-3)

@@ -23,6 +23,10 @@ def invert(
     out: Path = typer.Option(..., "--out", help="Latent file to write (.safetensors); a preview PNG goes beside it."),
     resolution: Optional[int] = typer.Option(None, "--resolution", min=8, help="Fitting resolution (default: the training resolution)."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help=f"Adam learning rate of the latents (default {InvertConfig.lr:g})."),
+    latent_basis: str = typer.Option(InvertConfig.latent_basis, "--latent-basis",
+                                     help="pca: move the latent along the latent table's principal axes, further "
+                                          "along those in which the training objects differ more (converges faster); "
+                                          "raw: along the latent's own coordinates (the old behaviour, with --lr 0.05)."),
     refine_camera: Optional[bool] = typer.Option(None, "--refine-camera/--no-refine-camera",
                                                  help="Also learn a small rotation/translation correction of each camera "
                                                       "(default: on when the encoder gave the camera, off otherwise)."),
@@ -39,9 +43,11 @@ def invert(
     from ..device import pick_device
     from ..errors import InputError
     from ..formats import save_latents
-    from ..invert import INVERT_LR, INVERT_STEPS, invert_images, load_photos, preview_path, write_preview
+    from ..invert import INVERT_LR, INVERT_STEPS, LATENT_BASES, invert_images, load_photos, preview_path, write_preview
     from ..model import load_model
 
+    if latent_basis not in LATENT_BASES:
+        raise InputError("--latent-basis", f"must be one of {', '.join(LATENT_BASES)}, got '{latent_basis}'")
     if out.suffix.lower() != ".safetensors":
         raise InputError(out, "the latent file must end in .safetensors")
     if out.exists() and out.is_dir():
@@ -78,7 +84,8 @@ def invert(
     result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
                            steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,
                            progress=reporter(), refine_camera=refine_camera, seed=seed, z_init=z_init,
-                           camera_lr=InvertConfig.encoder_camera_lr if use_encoder else InvertConfig.camera_lr)
+                           camera_lr=InvertConfig.encoder_camera_lr if use_encoder else InvertConfig.camera_lr,
+                           basis=latent_basis)
     fit_ms = (time.perf_counter() - t1) * 1000.0 / len(photos)
     res = result.cameras[0].w
     cams = [{"file_path": str(p.path), "transform_matrix": c.c2w.round(6).tolist(), "fl_x": c.fx, "fl_y": c.fy,
