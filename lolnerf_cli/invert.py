@@ -32,6 +32,7 @@ INVERT_LR = _DEFAULTS.lr
 INVERT_LR_FINAL_FACTOR = _DEFAULTS.lr_final_factor
 CAMERA_LR = _DEFAULTS.camera_lr
 LATENT_BASES = ("pca", "raw")
+LATENT_FLOOR = 0.01             # "pca" steps: covariance floor, as a fraction of its mean variance
 RAYS_PER_IMAGE = _DEFAULTS.rays_per_image
 MAX_RAYS_PER_STEP = _DEFAULTS.max_rays_per_step
 
@@ -112,8 +113,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
         raise ValueError("one camera per image")
     if steps < (0 if z_init is not None else 1):
         raise ParamError("steps", "must be at least 1")
-    if basis not in LATENT_BASES:
-        raise ParamError("latent_basis", f"must be one of {', '.join(LATENT_BASES)}, got '{basis}'")
+    check_latent_basis(basis)
     res = int(resolution or loaded.cfg.train.resolution)
     device = loaded.latents.device
     precision = resolve_precision(loaded.cfg.train.precision, device)
@@ -124,6 +124,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     group = max(1, MAX_RAYS_PER_STEP // p)
     pr = or_silent(progress)
 
+    step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
     z_out = z_start.cpu().clone()
     out_cams: list[Camera] = list(cams)
     history = np.zeros(steps)
@@ -134,7 +135,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
                                                 [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
-                                                precision, gen, task, camera_lr, basis)
+                                                precision, gen, task, camera_lr, step_dirs)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
@@ -150,6 +151,11 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             psnr.append(_psnr(rec, targets[i]))
             task.advance(1)
     return InvertResult(z_out, psnr, [float(v) for v in history], psnr_init, out_cams, targets, renders)
+
+
+def check_latent_basis(basis: str) -> None:
+    if basis not in LATENT_BASES:
+        raise ParamError("latent_basis", f"must be one of {', '.join(LATENT_BASES)}, got '{basis}'")
 
 
 def latent_steps(table: torch.Tensor, basis: str) -> torch.Tensor:
@@ -174,12 +180,10 @@ def latent_steps(table: torch.Tensor, basis: str) -> torch.Tensor:
     return (axes * (std / std.mean())).T.flip(0).float()                   # [D, D], largest first
 
 
-LATENT_FLOOR = 0.01
-
-
 def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task,
-               camera_lr: float = CAMERA_LR, basis: str = _DEFAULTS.latent_basis):
-    """Optimise the latents of one group of photos together. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
+               camera_lr: float, step_dirs: torch.Tensor):
+    """Optimise the latents of one group of photos together, z = z0 + coef @ step_dirs (latent_steps) with Adam
+    on coef. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
 
     tc = loaded.cfg.train
@@ -195,7 +199,6 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
     c2w0 = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32, device=device)    # [G, 4, 4]
     intr = torch.tensor([[c.fx, c.fy, c.cx, c.cy] for c in cams], dtype=torch.float32, device=device)
 
-    step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
     z0 = z0.to(device).float()
     coef = torch.nn.Parameter(torch.zeros_like(z0))                                            # [G, D]
     params = [{"params": [coef], "lr": lr}]

@@ -43,11 +43,10 @@ def invert(
     from ..device import pick_device
     from ..errors import InputError
     from ..formats import save_latents
-    from ..invert import INVERT_LR, INVERT_STEPS, LATENT_BASES, invert_images, load_photos, preview_path, write_preview
+    from ..invert import INVERT_LR, INVERT_STEPS, check_latent_basis, invert_images, load_photos, preview_path, write_preview
     from ..model import load_model
 
-    if latent_basis not in LATENT_BASES:
-        raise InputError("--latent-basis", f"must be one of {', '.join(LATENT_BASES)}, got '{latent_basis}'")
+    check_latent_basis(latent_basis)          # before the model loads
     if out.suffix.lower() != ".safetensors":
         raise InputError(out, "the latent file must end in .safetensors")
     if out.exists() and out.is_dir():
