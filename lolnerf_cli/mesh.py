@@ -32,6 +32,7 @@ class Mesh:
     faces: np.ndarray           # [F, 3] int32, counter-clockwise seen from outside
     colors: np.ndarray          # [V, 3] uint8
     threshold: float = MESH_THRESHOLD   # the density level that was extracted
+    cavities_filled: int = 0            # closed hollows inside the object that were filled (fill_cavities)
 
 
 @torch.inference_mode()
@@ -86,9 +87,37 @@ def field_colors(loaded: LoadedModel, z: torch.Tensor, points: np.ndarray, chunk
     return to_uint8(rgb)
 
 
+def fill_cavities(dens: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """Fill the hollows of a density grid [G, G, G]: regions below `threshold` that no path through
+    empty space joins to the grid's edge (face-connected). No ray from outside the object reaches them,
+    so they change no image, but marching cubes would give each one an inner surface of its own (a
+    separate piece, facing inwards). Their density is raised to 2 x threshold.
+
+    Returns (the filled grid, a copy when anything changed; the number of hollows filled)."""
+    from scipy import ndimage
+
+    empty = dens <= threshold
+    labels, n = ndimage.label(empty)                      # face-connected empty regions
+    if n <= 1:
+        return dens, 0
+    edge = np.zeros_like(empty)
+    edge[[0, -1], :, :] = edge[:, [0, -1], :] = edge[:, :, [0, -1]] = True
+    outside = np.unique(labels[edge & empty])
+    hollow = np.ones(n + 1, bool)
+    hollow[0] = False
+    hollow[outside] = False
+    count = int(hollow.sum())
+    if count == 0:
+        return dens, 0
+    out = dens.copy()
+    out[hollow[labels]] = 2.0 * threshold
+    return out, count
+
+
 def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,
                  progress: Progress | None = None) -> Mesh:
-    """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex.
+    """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex. Closed
+    hollows inside the object are filled first (fill_cavities): the mesh is the surface seen from outside.
 
     threshold None: MESH_THRESHOLD, or half the peak density where the peak is lower than twice that
     (a briefly trained model whose object is still a soft fog)."""
@@ -109,6 +138,7 @@ def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, th
                                         f"try a lower {{threshold}}, e.g. {max(top * 0.5, 1e-3):.3g}")
     if float(dens.min()) >= threshold:
         raise ParamError("threshold", f"the density is above {threshold:g} everywhere; try a higher {{threshold}}")
+    dens, hollows = fill_cavities(dens, threshold)
     # zero-pad so that surfaces touching the grid's edge are closed
     padded = np.pad(dens, 1, mode="constant", constant_values=0.0)
     step = float(axis[1] - axis[0])
@@ -118,7 +148,7 @@ def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, th
     verts = verts - step + axis[0]               # undo the padding offset, then move to the object frame
     verts = verts.astype(np.float32)
     colors = field_colors(loaded, z, verts)
-    return Mesh(verts, faces.astype(np.int32), colors, float(threshold))
+    return Mesh(verts, faces.astype(np.int32), colors, float(threshold), hollows)
 
 
 def components(mesh: Mesh) -> list[int]:

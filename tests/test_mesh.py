@@ -93,3 +93,31 @@ def test_mesh_usage_errors(cube, tmp_path):
     assert res.exit_code == 2 and "out of range" in error_line(res)
     res = invoke(["export-mesh", "--model", str(tmp_path / "nope"), "--index", "0", "--out", str(tmp_path / "m.ply")])
     assert res.exit_code == 2 and "nope" in error_line(res)
+
+
+def _pieces_of(dens: np.ndarray, threshold: float) -> int:
+    from skimage import measure
+
+    from lolnerf_cli.mesh import Mesh, components
+
+    verts, faces, _, _ = measure.marching_cubes(np.pad(dens, 1), level=threshold)
+    return len(components(Mesh(verts.astype(np.float32), faces.astype(np.int32),
+                               np.zeros((len(verts), 3), np.uint8))))
+
+
+def test_closed_hollows_are_filled_and_open_ones_kept():
+    from lolnerf_cli.mesh import fill_cavities
+
+    g = np.linspace(-1, 1, 40)
+    x, y, z = np.meshgrid(g, g, g, indexing="ij")
+    r = np.sqrt(x * x + y * y + z * z)
+    shell = np.where((r > 0.3) & (r < 0.7), 100.0, 0.0).astype(np.float32)      # a ball with a bubble inside
+    assert _pieces_of(shell, 10.0) == 2                 # outer surface + the bubble's inward-facing one
+    filled, n = fill_cavities(shell, 10.0)
+    assert n == 1 and _pieces_of(filled, 10.0) == 1
+    assert (filled[r <= 0.3] == 20.0).all() and (filled[r >= 0.7] == 0).all()
+    assert (shell[r <= 0.3] == 0).all()                 # the input is left as it was
+    cup = shell.copy()
+    cup[(r <= 0.75) & (z > 0.2) & (np.abs(x) < 0.15) & (np.abs(y) < 0.15)] = 0.0   # a hole from the bubble out
+    same, n_open = fill_cavities(cup, 10.0)
+    assert n_open == 0 and same is cup                  # seen from outside through the hole: kept

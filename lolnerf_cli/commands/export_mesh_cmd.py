@@ -20,7 +20,8 @@ def export_mesh(
     ascii: bool = typer.Option(False, "--ascii", help="Write an ASCII PLY instead of a binary one."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
-    """Extract a coloured mesh of one latent's foreground by marching cubes."""
+    """Extract a coloured mesh of one latent's foreground by marching cubes (closed hollows inside the object,
+    which no camera sees, are filled first, so the mesh is the surface seen from outside)."""
     import time
 
     from ..device import pick_device
@@ -40,5 +41,7 @@ def export_mesh(
     pieces = components(mesh)
     console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces, {len(pieces)} connected "
                   f"piece(s){f' (largest {pieces[0]:,} vertices, the rest {sum(pieces[1:]):,})' if len(pieces) > 1 else ''} "
-                  f"(grid {grid}^3, threshold {mesh.threshold:.3g}, {lat.source}, {time.perf_counter() - t0:.1f} s)",
+                  f"(grid {grid}^3, threshold {mesh.threshold:.3g}"
+                  f"{f', {mesh.cavities_filled} closed hollow(s) inside filled' if mesh.cavities_filled else ''}, "
+                  f"{lat.source}, {time.perf_counter() - t0:.1f} s)",
                   soft_wrap=True, markup=False)
