@@ -151,20 +151,47 @@ def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, th
     return Mesh(verts, faces.astype(np.int32), colors, float(threshold), hollows)
 
 
-def components(mesh: Mesh) -> list[int]:
-    """Sizes (in vertices) of the mesh's connected pieces, largest first: one head and no floaters is [V]."""
+def piece_labels(mesh: Mesh) -> np.ndarray:
+    """Each vertex's connected piece [V] (0 .. pieces - 1; vertices joined by triangle edges)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(mesh.vertices)
-    if n == 0:
-        return []
     f = mesh.faces.astype(np.int64)
     rows = np.concatenate([f[:, 0], f[:, 1], f[:, 2]])
     cols = np.concatenate([f[:, 1], f[:, 2], f[:, 0]])
     graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
-    return sorted(np.bincount(labels).tolist(), reverse=True)
+    return labels
+
+
+def components(mesh: Mesh) -> list[int]:
+    """Sizes (in vertices) of the mesh's connected pieces, largest first: one head and no floaters is [V]."""
+    if len(mesh.vertices) == 0:
+        return []
+    return sorted(np.bincount(piece_labels(mesh)).tolist(), reverse=True)
+
+
+def drop_small_pieces(mesh: Mesh, fraction: float) -> tuple[Mesh, int]:
+    """The mesh without its connected pieces of fewer vertices than `fraction` x the largest piece's
+    (floaters: specks of density in space no training camera constrained). fraction 0 keeps everything.
+
+    Returns (the kept mesh, vertices renumbered; the number of pieces dropped)."""
+    if not 0 <= fraction <= 1:
+        raise ParamError("min_piece", f"must be between 0 and 1 (a fraction of the largest piece), got {fraction:g}")
+    if fraction == 0 or len(mesh.vertices) == 0:
+        return mesh, 0
+    labels = piece_labels(mesh)
+    sizes = np.bincount(labels)
+    keep_piece = sizes >= fraction * sizes.max()
+    dropped = int((~keep_piece).sum())
+    if dropped == 0:
+        return mesh, 0
+    keep = keep_piece[labels]
+    new_index = np.cumsum(keep) - 1
+    faces = mesh.faces[keep[mesh.faces[:, 0]]]           # a face's three vertices are in one piece
+    return Mesh(mesh.vertices[keep], new_index[faces].astype(np.int32), mesh.colors[keep], mesh.threshold,
+                mesh.cavities_filled), dropped
 
 
 # ----------------------------------------------------------------------------------------- writers

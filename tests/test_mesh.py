@@ -52,6 +52,25 @@ def test_connected_pieces_are_counted():
     assert components(mesh) == [4, 3, 1]
 
 
+def test_small_pieces_are_dropped_and_the_rest_renumbered():
+    from lolnerf_cli.mesh import Mesh, components, drop_small_pieces
+
+    # piece A: vertices 0, 2, 4, 6 (two triangles); piece B: 1, 3, 5; vertex 7 alone; interleaved on purpose
+    tri = np.array([[0, 2, 4], [2, 4, 6], [1, 3, 5]], np.int32)
+    verts = np.arange(24, dtype=np.float32).reshape(8, 3)
+    cols = np.arange(24, dtype=np.uint8).reshape(8, 3)
+    mesh = Mesh(verts, tri, cols, 5.0, 2)
+    same, n = drop_small_pieces(mesh, 0.0)
+    assert same is mesh and n == 0
+    kept, n = drop_small_pieces(mesh, 0.5)              # B has 3 of A's 4 vertices: kept; the lone vertex is not
+    assert n == 1 and components(kept) == [4, 3] and len(kept.faces) == 3
+    kept, n = drop_small_pieces(mesh, 0.8)
+    assert n == 2 and components(kept) == [4]
+    assert (kept.vertices[kept.faces] == verts[tri[:2]]).all()          # same triangles, renumbered
+    assert (kept.colors[kept.faces] == cols[tri[:2]]).all()
+    assert kept.threshold == 5.0 and kept.cavities_filled == 2
+
+
 def test_ascii_ply_and_obj_hold_the_same_mesh(cube, tmp_path):
     from lolnerf_cli.mesh import extract_mesh, read_ply, write_mesh
     from lolnerf_cli.model import load_model
@@ -93,6 +112,9 @@ def test_mesh_usage_errors(cube, tmp_path):
     assert res.exit_code == 2 and "out of range" in error_line(res)
     res = invoke(["export-mesh", "--model", str(tmp_path / "nope"), "--index", "0", "--out", str(tmp_path / "m.ply")])
     assert res.exit_code == 2 and "nope" in error_line(res)
+    res = invoke(["export-mesh", "--model", str(cube), "--index", "0", "--out", str(tmp_path / "m.ply"),
+                  "--min-piece", "2"])
+    assert res.exit_code == 2 and "--min-piece" in error_line(res) and not (tmp_path / "m.ply").exists()
 
 
 def _pieces_of(dens: np.ndarray, threshold: float) -> int:

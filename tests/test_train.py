@@ -193,6 +193,26 @@ def test_cli_errors_are_one_line_exit_2(synth_data, tmp_path):
     assert r.returncode == 2 and "trainer.safetensors" in r.stderr
 
 
+def test_set_overrides_any_setting_of_a_new_run(synth_data, tmp_path):
+    from use_models import error_line, invoke
+
+    run = tmp_path / "s"
+    res = invoke(["train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "2", "--device", "cpu",
+                  "--preview-every", "0", "--sampler", "hierarchical", "--set", "render.n_coarse=6",
+                  "--set", "model.width=24", "--set", "train.precision=fp32", "--set", "model.skips=[1]"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["render"]["n_coarse"] == 6 and cfg["model"]["width"] == 24 and cfg["model"]["skips"] == [1]
+    assert cfg["train"]["precision"] == "fp32" and cfg["render"]["sampler"] == "hierarchical"
+    assert load_model(run).model.cfg.width == 24
+    for bad, says in ((["--set", "render.n_coarse"], "SECTION.KEY=VALUE"), (["--set", "render.nope=3"], "render.nope"),
+                      (["--set", "model.width=-4"], "non-negative"), (["--set", "a.b.c=1"], "SECTION.KEY=VALUE"),
+                      (["--resume", "--set", "model.width=8"], "config.json")):
+        res = invoke(["train", str(synth_data), "--out", str(run if "--resume" in bad else tmp_path / "t"),
+                      "--preset", "tiny", "--steps", "2", *bad])
+        assert res.exit_code == 2 and says in error_line(res), (bad, res.output)
+
+
 def test_resume_refuses_a_changed_model(synth_data, tmp_path):
     Trainer(synth_data, tmp_path / "a", _cfg(tmp_path / "a", steps=3)).fit()
     cfg = json.loads((tmp_path / "a" / "config.json").read_text())

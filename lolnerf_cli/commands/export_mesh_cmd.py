@@ -17,6 +17,8 @@ def export_mesh(
     grid: int = typer.Option(128, "--grid", min=8, max=1024, help="Grid points per axis across the bounding cube."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Density of the extracted surface (default 10, or half "
                                                                           "the peak density of a model that never reaches 20)."),
+    min_piece: float = typer.Option(0.0, "--min-piece", help="Drop connected pieces with fewer vertices than this "
+                                    "fraction of the largest (floaters; e.g. 0.01). Default 0: keep every piece."),
     ascii: bool = typer.Option(False, "--ascii", help="Write an ASCII PLY instead of a binary one."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps."),
 ):
@@ -26,22 +28,26 @@ def export_mesh(
 
     from ..device import pick_device
     from ..errors import InputError
-    from ..mesh import components, extract_mesh, write_mesh
+    from ..mesh import components, drop_small_pieces, extract_mesh, write_mesh
     from ..model import load_model
     from ..latent_pick import check_latent_choice, pick_latent
 
     if out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(out, "mesh file must end in .ply or .obj")
     check_latent_choice(index, latent)
+    if not 0 <= min_piece <= 1:
+        raise InputError("--min-piece", f"must be a fraction of the largest piece between 0 and 1, got {min_piece:g}")
     loaded = load_model(model, pick_device(device))
     lat = pick_latent(loaded, index, latent, row)
     t0 = time.perf_counter()
     mesh = extract_mesh(loaded, lat.z, grid, threshold, reporter())
+    mesh, dropped = drop_small_pieces(mesh, min_piece)
     write_mesh(out, mesh, ascii=ascii)
     pieces = components(mesh)
     console.print(f"{out}: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces, {len(pieces)} connected "
                   f"piece(s){f' (largest {pieces[0]:,} vertices, the rest {sum(pieces[1:]):,})' if len(pieces) > 1 else ''} "
                   f"(grid {grid}^3, threshold {mesh.threshold:.3g}"
-                  f"{f', {mesh.cavities_filled} closed hollow(s) inside filled' if mesh.cavities_filled else ''}, "
+                  f"{f', {mesh.cavities_filled} closed hollow(s) inside filled' if mesh.cavities_filled else ''}"
+                  f"{f', {dropped} piece(s) under {min_piece:g} of the largest dropped' if dropped else ''}, "
                   f"{lat.source}, {time.perf_counter() - t0:.1f} s)",
                   soft_wrap=True, markup=False)

@@ -24,22 +24,47 @@ def train(
     preview_every: Optional[int] = typer.Option(None, "--preview-every", min=0, help="Steps between preview images (0: only at the end)."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between log.jsonl records."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="hierarchical (NeRF: coarse + fine samples through the main network) or proposal (a small density network places the main network's samples; anti-aliased encoding). Default: the preset's."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE: any config.json setting of a new run, e.g. --set render.n_coarse=16 --set model.width=128 (VALUE read as JSON, else as text); repeatable, applied after --sampler."),
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
     from ..app import err_console
     from ..train import train as run_training
 
+    overrides = {"render.sampler": sampler, **parse_settings(settings or [])}
+    if resume and len(overrides) > 1:
+        from ..errors import InputError
+        raise InputError("--set", f"a resumed run keeps the settings in {out}/config.json; drop --set")
     try:
         summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
                                images_per_step=images_per_step, pixels_per_image=pixels_per_image,
                                precision=precision, seed=seed, checkpoint_every=checkpoint_every,
                                preview_every=preview_every, log_every=log_every,
-                               config_overrides={"render.sampler": sampler})
+                               config_overrides=overrides)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; a checkpoint was saved in {out}. Continue with: "
                           f"lolnerf train {data} --out {out} --resume")
         raise typer.Exit(130)
     _report(summary, out)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """--set SECTION.KEY=VALUE items -> {"SECTION.KEY": value}; VALUE is JSON where it parses (numbers, lists,
+    true/false), else the text itself. The keys and values are checked by Config.override."""
+    import json
+
+    from ..errors import InputError
+
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or key.strip().count(".") != 1:
+            raise InputError("--set", f"expects SECTION.KEY=VALUE (e.g. render.n_coarse=16), got '{item}'")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        out[key.strip()] = value
+    return out
 
 
 def _report(summary: dict, out: Path) -> None:
