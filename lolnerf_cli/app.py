@@ -98,7 +98,7 @@ def fail(message: str, code: int) -> None:
 
 # Library parameters whose command-line flag is not "--" + the name with "-" for "_".
 FLAG_NAMES = {"latent_file": "--latent", "flag_fraction": "--flag-threshold", "fmt": "--format",
-              "views": "holdout views"}
+              "views": "holdout views", "config_overrides": "--sampler/--set"}
 
 
 def flag_for(param: str) -> str:

@@ -172,13 +172,18 @@ def components(mesh: Mesh) -> list[int]:
     return sorted(np.bincount(piece_labels(mesh)).tolist(), reverse=True)
 
 
+def check_piece_fraction(fraction: float) -> None:
+    """`drop_small_pieces`' fraction must lie in [0, 1] (commands check it before any work)."""
+    if not 0 <= fraction <= 1:
+        raise ParamError("min_piece", f"must be between 0 and 1 (a fraction of the largest piece), got {fraction:g}")
+
+
 def drop_small_pieces(mesh: Mesh, fraction: float) -> tuple[Mesh, int]:
     """The mesh without its connected pieces of fewer vertices than `fraction` x the largest piece's
     (floaters: specks of density in space no training camera constrained). fraction 0 keeps everything.
 
     Returns (the kept mesh, vertices renumbered; the number of pieces dropped)."""
-    if not 0 <= fraction <= 1:
-        raise ParamError("min_piece", f"must be between 0 and 1 (a fraction of the largest piece), got {fraction:g}")
+    check_piece_fraction(fraction)
     if fraction == 0 or len(mesh.vertices) == 0:
         return mesh, 0
     labels = piece_labels(mesh)

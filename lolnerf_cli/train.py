@@ -404,7 +404,7 @@ def train(data_dir: str | Path, run_dir: str | Path, preset_name: str | None = "
     ov = {"train.steps": steps}
     ov.update({f"train.{k}": v for k, v in overrides.items()})
     if resume and config_overrides and any(v is not None for v in config_overrides.values()):
-        raise ParamError("resume", "a resumed run keeps its model and renderer settings; drop {sampler}")
+        raise ParamError("resume", "a resumed run keeps the settings in its config.json; drop {config_overrides}")
     ov.update(config_overrides or {})
     cfg = resolve_config(run_dir, preset_name, resume, ov)
     trainer = Trainer(data_dir, run_dir, cfg, resume=resume, device=device, progress=progress)

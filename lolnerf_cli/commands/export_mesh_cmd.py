@@ -28,15 +28,14 @@ def export_mesh(
 
     from ..device import pick_device
     from ..errors import InputError
-    from ..mesh import components, drop_small_pieces, extract_mesh, write_mesh
+    from ..mesh import check_piece_fraction, components, drop_small_pieces, extract_mesh, write_mesh
     from ..model import load_model
     from ..latent_pick import check_latent_choice, pick_latent
 
     if out.suffix.lower() not in (".ply", ".obj"):
         raise InputError(out, "mesh file must end in .ply or .obj")
     check_latent_choice(index, latent)
-    if not 0 <= min_piece <= 1:
-        raise InputError("--min-piece", f"must be a fraction of the largest piece between 0 and 1, got {min_piece:g}")
+    check_piece_fraction(min_piece)
     loaded = load_model(model, pick_device(device))
     lat = pick_latent(loaded, index, latent, row)
     t0 = time.perf_counter()

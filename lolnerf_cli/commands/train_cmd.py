@@ -31,9 +31,6 @@ def train(
     from ..train import train as run_training
 
     overrides = {"render.sampler": sampler, **parse_settings(settings or [])}
-    if resume and len(overrides) > 1:
-        from ..errors import InputError
-        raise InputError("--set", f"a resumed run keeps the settings in {out}/config.json; drop --set")
     try:
         summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
                                images_per_step=images_per_step, pixels_per_image=pixels_per_image,
@@ -57,13 +54,14 @@ def parse_settings(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, eq, text = item.partition("=")
-        if not eq or key.strip().count(".") != 1:
+        key = key.strip()
+        if not eq or key.count(".") != 1:
             raise InputError("--set", f"expects SECTION.KEY=VALUE (e.g. render.n_coarse=16), got '{item}'")
         try:
             value = json.loads(text)
         except ValueError:
             value = text
-        out[key.strip()] = value
+        out[key] = value
     return out
 
 
