@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cameras import Camera, look_at, pixel_rays, sphere_bounds, spherical_eye
-from .config import ModelConfig, RenderConfig, preset
+from .config import Config, ModelConfig, RenderConfig, preset
 from .device import pick_device, resolve_precision
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, hard_surface_loss, rgb_loss
 from .model import GenerativeNeRF
@@ -253,17 +253,21 @@ def measure_memory(resolutions=(64, 256), n: int = 48, steps: int = 20, preset_n
     return out
 
 
+DEFAULT_PRESETS = ("tiny", "cpu", "paper")   # what `lolnerf bench` measures without --preset
+
+
 def run_bench(presets: list[str] | None = None, device_name: str = "auto", precision: str = "auto",
               seconds: float = 6.0, plain: bool = True, memory: bool = False,
               progress: Progress | None = None, micro_batch: int | None = None, baked: bool = True,
-              model_dir: str | Path | None = None) -> dict:
+              model_dir: str | Path | None = None, settings: dict | None = None) -> dict:
+    """settings: "section.key" values applied to every preset measured (`lolnerf bench --set`)."""
     device = pick_device(device_name)
     prec = resolve_precision(precision, device)
     progress = or_silent(progress)
-    names = presets or ["tiny", "cpu", "paper"]
+    names = presets or list(DEFAULT_PRESETS)
     result: dict = {"device": _device_name(device), "precision": prec, "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-                    "matmul_gflops": {}, "presets": {}}
+                    "matmul_gflops": {}, "presets": {}, "settings": dict(settings or {})}
     with progress.task("matmul peak", total=2) as task:
         result["matmul_gflops"]["fp32"] = round(matmul_gflops(device, torch.float32), 1)
         task.advance()
@@ -272,7 +276,7 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
     peak = result["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]
     with progress.task("presets", total=len(names)) as task:
         for name in names:
-            cfg = preset(name)
+            cfg = preset_with_settings(name, settings)
             if micro_batch is not None:
                 cfg.train.micro_batch_rays = micro_batch
             tr = measure_train(cfg, device, prec, seconds=seconds)
@@ -311,6 +315,15 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
     if memory:
         result["memory"] = measure_memory(progress=progress)
     return result
+
+
+def preset_with_settings(name: str, settings: dict | None) -> Config:
+    """A preset with `bench --set` values applied and checked (an InputError naming --set otherwise)."""
+    from .train import apply_settings
+
+    cfg = preset(name)
+    apply_settings(cfg, settings or {})
+    return cfg.check("--set")
 
 
 def measure_run(run_dir: str | Path, device: torch.device, precision: str, size: int = 128) -> dict:

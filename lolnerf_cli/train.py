@@ -30,7 +30,7 @@ import torch.distributed as dist
 from . import __version__
 from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict
+from .config import Config, check_sampler, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .distributed import init_distributed
@@ -41,6 +41,7 @@ from .folders import dataset, run_folder
 from .images import save_png
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
 from .model import GenerativeNeRF
+from .model.encoding import nyquist_octaves
 from .model.latents import init_table
 from .progress import Progress, or_silent
 from .render import render_image, render_rays
@@ -87,11 +88,16 @@ class Trainer:
         if self.owned.numel() == 0:
             raise InputError(self.data_dir, f"has {self.k} images, fewer than the {self.info.world} processes")
 
+        # the finest pixel footprint of the training photos, per unit depth and at the object (each photo's
+        # own distance and focal: fitted cameras' focal lengths vary, 9-133 px on the demo's 32 px photos)
+        floor = float((1.0 / self.cams["fx"]).min())
+        footprint = float((self.cams["c2w"][:, :3, 3].norm(dim=-1) / self.cams["fx"]).min())
+        if cfg.model.encoding == "pe" and not resume:
+            self._cap_octaves(footprint)
         torch.manual_seed(tc.seed)
         self.model = GenerativeNeRF(cfg.model).to(self.device)
-        if cfg.model.encoding == "ipe":   # the finest pixel footprint of the training photos
-            floor = float((1.0 / self.cams["fx"]).min())
-            self.model.set_footprint(floor, floor * float(self.cams["c2w"][:, :3, 3].norm(dim=-1).mean()))
+        if cfg.model.encoding == "ipe":
+            self.model.set_footprint(floor, footprint)
         init_gen = torch.Generator().manual_seed(tc.seed + 1)
         table = init_table(self.k, cfg.model.latent_dim, tc.latent_init_std, init_gen)
         self.latents = RowTable("latents", table, self.owned, tc.latent_lr, self.device, self.info,
@@ -139,6 +145,17 @@ class Trainer:
                 raise InputError(run.root, f"cannot be created ({exc.strerror or exc})") from None
             if not os.access(run.root, os.W_OK):
                 raise InputError(run.root, "is not writable")
+
+    def _cap_octaves(self, footprint: float) -> None:
+        """A new run with NeRF's encoding keeps only the octaves whose period spans at least two training
+        pixels at the object (`model.pos_freqs` in its config.json says how many): finer ones cannot be
+        learnt from the photos and alias into stripes (docs/sampling.md). "ipe" fades them out instead."""
+        m = self.cfg.model
+        cap = int(nyquist_octaves(footprint / m.scene_radius, m.pos_freqs))
+        if cap < m.pos_freqs:
+            self.progress.log(f"model.pos_freqs {m.pos_freqs} -> {cap}: octaves finer than two training pixels "
+                              f"({self.cfg.train.resolution} px) would alias into stripes")
+            m.pos_freqs = cap
 
     def lr_factor(self, step: int) -> float:
         tc = self.cfg.train
@@ -367,14 +384,7 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
         cfg = config_from_dict(read_json(run.config, "run configuration"), str(run.config))
     else:
         cfg = preset(preset_name or "cpu")
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        section, name = key.split(".")
-        if key == "render.sampler":
-            use_sampler(cfg, value)
-            continue
-        cfg.override(key, value)
+    apply_settings(cfg, overrides)
     cfg.check("--preset" if not resume else str(run_folder(run_dir, must_exist=False).config))
     tc = cfg.train
     if tc.images_per_step < 1 or tc.pixels_per_image < 1 or tc.resolution < 4:
@@ -382,11 +392,23 @@ def resolve_config(run_dir: str | Path, preset_name: str | None, resume: bool, o
     return cfg
 
 
+def apply_settings(cfg: Config, settings: dict) -> None:
+    """Set each "section.key" of `settings` (None values skipped), checked like config.json; "render.sampler"
+    brings its companion settings (`use_sampler`)."""
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key == "render.sampler":
+            check_sampler(value, key)
+            use_sampler(cfg, value)
+            continue
+        cfg.override(key, value)
+
+
 def use_sampler(cfg: Config, sampler: str) -> None:
     """Switch a configuration to a sampler with its companions: "proposal" uses the "ipe" encoding and
     one proposal network per `render.proposal_samples` count; "hierarchical" neither."""
-    if sampler not in ("hierarchical", "proposal"):
-        raise ParamError("sampler", f"must be 'hierarchical' or 'proposal', got '{sampler}'")
+    check_sampler(sampler, "sampler", flag=True)
     cfg.render.sampler = sampler
     if sampler == "proposal":
         cfg.model.encoding = "ipe"

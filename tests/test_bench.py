@@ -32,6 +32,20 @@ def test_bench_json_has_the_spec_keys():
     assert tiny["baked_vs_exact_psnr"] >= 35
 
 
+def test_bench_set_measures_a_changed_preset_and_checks_it_first():
+    r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "bench", "--json", "--preset", "tiny", "--seconds", "0.5",
+                        "--no-plain", "--no-bake", "--set", "render.n_coarse=4", "--set", "render.n_fine=6"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["settings"] == {"render.n_coarse": 4, "render.n_fine": 6}
+    tiny = result["presets"]["tiny"]
+    assert tiny["main_field_evals_per_ray"] == 10 and abs(tiny["train_samples_per_s"] / tiny["train_rays_per_s"] - 10) < 0.5
+    r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "bench", "--preset", "tiny", "--set", "render.n_corse=4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "render.n_corse" in r.stderr and "matmul" not in r.stdout
+
+
 def test_bench_rejects_an_unknown_preset():
     r = subprocess.run([sys.executable, "-m", "lolnerf_cli", "bench", "--preset", "huge"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown preset" in r.stderr

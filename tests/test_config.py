@@ -13,9 +13,11 @@ from lolnerf_cli.train import resolve_config
 
 
 def test_presets_keep_their_model_hash():
-    # the values of the release before these sections existed: run folders keep their hash
+    # the values of the release before these sections existed: run folders keep their hash. `cpu` went
+    # back to the hierarchical sampler and NeRF's encoding, i.e. to lolnerf 0.1.0's network and its hash
+    # (run folders of the proposal-sampler `cpu` preset keep theirs, 1f347b10f1d785f7, in their config.json)
     assert {n: preset(n).model_hash() for n in ("tiny", "cpu", "paper", "paper-hires")} == {
-        "tiny": "06e23e5d188e03ac", "cpu": "1f347b10f1d785f7", "paper": "83ffe70cf3c6d887",
+        "tiny": "06e23e5d188e03ac", "cpu": "ddb40f04a66a887b", "paper": "83ffe70cf3c6d887",
         "paper-hires": "1e3482f1798beb26"}
 
 

@@ -18,6 +18,13 @@ from lolnerf_cli.render import interlevel_loss, render_rays, resample_edges, str
 from lolnerf_cli.train import Trainer, resolve_config, use_sampler
 
 
+def _proposal_cpu() -> Config:
+    """The `cpu` network with the proposal sampler (the `cpu` preset before it went back to hierarchical)."""
+    cfg = preset("cpu")
+    use_sampler(cfg, "proposal")
+    return cfg
+
+
 def _proposal_tiny(run, steps=20):
     cfg = resolve_config(run, "tiny", False, {"train.steps": steps, "train.precision": "fp32",
                                               "train.preview_every": 0, "render.sampler": "proposal"})
@@ -74,7 +81,7 @@ def test_integrated_encoding_is_the_plain_one_at_zero_variance_and_fades_high_fr
 
 def test_proposal_render_returns_the_interlevel_loss_only_with_gradients():
     torch.manual_seed(0)
-    cfg = preset("cpu")
+    cfg = _proposal_cpu()
     model = GenerativeNeRF(cfg.model)
     with torch.no_grad():          # a dense main field and a nearly empty proposal: the bound is violated
         model.field.out.bias[0] = 5.0
@@ -129,7 +136,7 @@ def test_old_run_configuration_keeps_its_sampler_and_hash():
 
 
 def test_inconsistent_sampler_settings_are_clear_errors():
-    cfg = preset("cpu").to_dict()
+    cfg = _proposal_cpu().to_dict()
     cfg["model"]["proposal_levels"] = 0
     with pytest.raises(InputError, match="proposal_levels"):
         config_from_dict(cfg)
@@ -141,9 +148,10 @@ def test_inconsistent_sampler_settings_are_clear_errors():
     cfg["render"]["sampler"] = "random"
     with pytest.raises(InputError, match="sampler"):
         config_from_dict(cfg)
-    c = preset("cpu")
+    c = _proposal_cpu()
     use_sampler(c, "hierarchical")
-    assert c.check() and c.model.proposal_levels == 0 and c.main_samples_per_ray() == 64
+    assert c.check() and c.model.proposal_levels == 0 and c.main_samples_per_ray() == 32
+    assert c.model_hash() == preset("cpu").model_hash()
     with pytest.raises(InputError, match="sampler"):
         use_sampler(c, "nope")
 
@@ -171,3 +179,22 @@ def test_encoding_octaves_stop_at_the_training_nyquist_limit_and_open_coarse_to_
     sines = enc[..., 3:3 + 24].reshape(1, 5, 8, 3)
     assert torch.all(sines[:, :, int(math.ceil(limit)):] == 0)   # octaves above the limit are off
     assert torch.any(sines[:, :, : int(limit)] != 0)
+
+
+def test_a_new_pe_run_keeps_only_the_octaves_its_photos_resolve(synth_data, tmp_path):
+    """NeRF's encoding has no blur: a new run drops the octaves finer than two training pixels (32 px photos,
+    30 deg, 2.6-2.8 away: five), config.json says so, and resuming or loading keeps the run's own count."""
+    cfg = resolve_config(tmp_path / "a", "tiny", False, {"train.steps": 2, "train.precision": "fp32",
+                                                         "train.preview_every": 0, "model.pos_freqs": 8})
+    assert cfg.model.encoding == "pe"
+    Trainer(synth_data, tmp_path / "a", cfg).fit(stop_at=1)
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["model"]["pos_freqs"] == 5
+    assert load_model(tmp_path / "a").model.field.in_x.in_features == 3 * (1 + 2 * 5)
+    again = resolve_config(tmp_path / "a", None, True, {})
+    Trainer(synth_data, tmp_path / "a", again, resume=True).fit()
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["model"]["pos_freqs"] == 5
+    kept = resolve_config(tmp_path / "b", "tiny", False, {"train.steps": 1, "train.precision": "fp32",
+                                                          "train.preview_every": 0})
+    Trainer(synth_data, tmp_path / "b", kept).fit()          # 4 octaves are all resolved: unchanged
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["model"]["pos_freqs"] == kept.model.pos_freqs == 4

@@ -207,6 +207,8 @@ def test_set_overrides_any_setting_of_a_new_run(synth_data, tmp_path):
     assert load_model(run).model.cfg.width == 24
     for bad, says in ((["--set", "render.n_coarse"], "SECTION.KEY=VALUE"), (["--set", "render.nope=3"], "render.nope"),
                       (["--set", "model.width=-4"], "non-negative"), (["--set", "a.b.c=1"], "SECTION.KEY=VALUE"),
+                      (["--set", "render.sampler=grid"], "render.sampler: must be 'hierarchical' or 'proposal'"),
+                      (["--sampler", "grid"], "--sampler: must be"),
                       (["--resume", "--set", "model.width=8"], "config.json")):
         res = invoke(["train", str(synth_data), "--out", str(run if "--resume" in bad else tmp_path / "t"),
                       "--preset", "tiny", "--steps", "2", *bad])

@@ -85,7 +85,8 @@ def test_samples_control_scales_the_samplers():
     from lolnerf_cli.config import preset
     from lolnerf_cli.viewer.state import render_config_with_samples
 
-    rc = preset("cpu").render
+    rc = preset("paper").render
+    assert rc.sampler == "proposal"
     assert render_config_with_samples(rc, 0) is rc
     r = render_config_with_samples(rc, 16)
     assert r.n_samples == 16 and r.proposal_samples == tuple(p // 2 for p in rc.proposal_samples)

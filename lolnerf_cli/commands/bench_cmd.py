@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,19 +22,23 @@ def bench(
     bake: bool = typer.Option(True, "--bake/--no-bake", help="Also measure baked rendering (bake time, ms per frame, "
                                                               "PSNR against exact renders) of each preset's random network."),
     model: Optional[Path] = typer.Option(None, "--model", help="Also measure exact and baked rendering of this trained run."),
+    settings: Optional[List[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE applied to every preset measured, "
+                                                                      "as `train --set` (e.g. --set render.n_coarse=32); repeatable."),
 ):
     """Measure this machine: matmul peak, training samples/s and render ms per 128x128 frame per preset."""
-    from ..bench import run_bench, to_json
-    from ..config import preset as check_preset
+    from ..bench import DEFAULT_PRESETS, preset_with_settings, run_bench, to_json
+    from .train_cmd import parse_settings
 
-    for name in preset or []:
-        check_preset(name)
+    values = parse_settings(settings or [])
+    for name in preset or DEFAULT_PRESETS:
+        preset_with_settings(name, values)      # an unknown preset or setting fails before minutes of measuring
     if model is not None:
         from ..folders import run_folder
 
         run_folder(model)                 # a wrong folder fails before minutes of measuring
     result = run_bench(list(preset) if preset else None, device, precision, seconds, plain, memory,
-                       None if json_out else reporter(), micro_batch=micro_batch, baked=bake, model_dir=model)
+                       None if json_out else reporter(), micro_batch=micro_batch, baked=bake, model_dir=model,
+                       settings=values)
     if json_out:
         print(to_json(result))
         return
@@ -43,7 +48,8 @@ def bench(
                   f"training precision {result['precision']}, OpenMP wait policy {result['omp_wait_policy'] or 'default'}")
     console.print(f"matmul peak: fp32 {result['matmul_gflops']['fp32']:,.0f} GFLOP/s, "
                   f"bf16 {result['matmul_gflops']['bf16']:,.0f} GFLOP/s")
-    table = Table(title="training and rendering per preset")
+    table = Table(title="training and rendering per preset" +
+                  "".join(f", {k}={json.dumps(v)}" for k, v in result["settings"].items()))
     for col in ("preset", "sampler", "main evals/ray", "train rays/s", "samples/s", "plain rays/s (128/ray)",
                 "rays/s vs plain", "% of peak", "step ms", "render ms/frame (128²)", "full training (h)"):
         table.add_column(col, justify="right")

@@ -30,6 +30,10 @@ def train(
     from ..app import err_console
     from ..train import train as run_training
 
+    from ..config import check_sampler
+
+    if sampler is not None:
+        check_sampler(sampler, "sampler", flag=True)
     overrides = {"render.sampler": sampler, **parse_settings(settings or [])}
     try:
         summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
