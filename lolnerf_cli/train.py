@@ -433,7 +433,10 @@ def train(data_dir: str | Path, run_dir: str | Path, preset_name: str | None = "
     if resume and steps is not None and trainer.info.main:
         write_json(trainer.run.config, {**cfg.to_dict(), "lolnerf_version": __version__})
     try:
-        return trainer.fit()
+        summary = trainer.fit()
+        if trainer.info.world > 1:
+            dist.barrier()           # every rank is done before any tears the process group down
+        return summary
     finally:
         if trainer.info.world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -131,7 +131,7 @@ def test_two_process_ddp_on_gloo(synth_data, tmp_path):
            "-m", "lolnerf_cli", "train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "12",
            "--device", "cpu", "--precision", "fp32", "--preview-every", "0"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, r.stderr[-8000:]     # both ranks' messages, not only torchrun's summary
     info = json.loads((run / "trainer.json").read_text())
     assert info["world_size"] == 2 and info["step"] == 12
     k = len(json.loads((run / "images.json").read_text())["images"])
