@@ -399,16 +399,16 @@ def apply_settings(cfg: Config, settings: dict) -> None:
         if value is None:
             continue
         if key == "render.sampler":
-            check_sampler(value, key)
-            use_sampler(cfg, value)
+            use_sampler(cfg, value, setting=key)
             continue
         cfg.override(key, value)
 
 
-def use_sampler(cfg: Config, sampler: str) -> None:
+def use_sampler(cfg: Config, sampler: str, setting: str | None = None) -> None:
     """Switch a configuration to a sampler with its companions: "proposal" uses the "ipe" encoding and
-    one proposal network per `render.proposal_samples` count; "hierarchical" neither."""
-    check_sampler(sampler, "sampler", flag=True)
+    one proposal network per `render.proposal_samples` count; "hierarchical" neither. An unknown sampler
+    is an error naming `setting` (e.g. "render.sampler"), or the `sampler` parameter without one."""
+    check_sampler(sampler, setting or "sampler", flag=setting is None)
     cfg.render.sampler = sampler
     if sampler == "proposal":
         cfg.model.encoding = "ipe"

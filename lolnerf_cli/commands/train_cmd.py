@@ -28,11 +28,10 @@ def train(
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
     from ..app import err_console
+    from ..config import check_sampler
     from ..train import train as run_training
 
-    from ..config import check_sampler
-
-    if sampler is not None:
+    if sampler is not None:      # it travels as "render.sampler": name the flag the user typed
         check_sampler(sampler, "sampler", flag=True)
     overrides = {"render.sampler": sampler, **parse_settings(settings or [])}
     try:
