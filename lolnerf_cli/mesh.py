@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -19,11 +19,15 @@ from .images import to_uint8
 from .progress import Progress, or_silent
 
 if TYPE_CHECKING:
+    from .cameras import Camera
     from .model import LoadedModel
 
 MESH_GRID = 128                # grid points per axis
 MESH_THRESHOLD = 10.0          # density (per scene unit) of the extracted surface
 MESH_POINTS_PER_CHUNK = 1 << 18   # field evaluations per forward pass
+SEEN_TRANSMITTANCE = 0.5       # a piece is seen when some camera sees one of its vertices through at least this
+SEEN_VERTICES = 256            # vertices of each piece tested for visibility (a seeded sample of larger pieces)
+SEEN_STEPS = 192               # density samples along each camera-to-vertex segment
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Mesh:
     colors: np.ndarray          # [V, 3] uint8
     threshold: float = MESH_THRESHOLD   # the density level that was extracted
     cavities_filled: int = 0            # closed hollows inside the object that were filled (fill_cavities)
+    unseen_dropped: int = 0             # pieces no given camera sees that were left out (drop_unseen_pieces)
 
 
 @torch.inference_mode()
@@ -115,9 +120,11 @@ def fill_cavities(dens: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
 
 
 def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, threshold: float | None = None,
-                 progress: Progress | None = None) -> Mesh:
+                 progress: Progress | None = None, cameras: Sequence[Camera] | None = None) -> Mesh:
     """Marching cubes of sigma(x | z) = threshold, coloured by the field's colour at each vertex. Closed
     hollows inside the object are filled first (fill_cavities): the mesh is the surface seen from outside.
+    With `cameras` (the training cameras, `views.training_cameras`), the pieces none of them sees are left
+    out (drop_unseen_pieces): density there was never checked against a photo.
 
     threshold None: MESH_THRESHOLD, or half the peak density where the peak is lower than twice that
     (a briefly trained model whose object is still a soft fog)."""
@@ -147,8 +154,11 @@ def extract_mesh(loaded: LoadedModel, z: torch.Tensor, grid: int = MESH_GRID, th
                                                 gradient_direction="ascent")
     verts = verts - step + axis[0]               # undo the padding offset, then move to the object frame
     verts = verts.astype(np.float32)
-    colors = field_colors(loaded, z, verts)
-    return Mesh(verts, faces.astype(np.int32), colors, float(threshold), hollows)
+    mesh = Mesh(verts, faces.astype(np.int32), np.zeros((len(verts), 3), np.uint8), float(threshold), hollows)
+    if cameras is not None:
+        mesh = drop_unseen_pieces(mesh, dens, axis, cameras)
+    mesh.colors = field_colors(loaded, z, mesh.vertices)
+    return mesh
 
 
 def piece_labels(mesh: Mesh) -> np.ndarray:
@@ -189,14 +199,88 @@ def drop_small_pieces(mesh: Mesh, fraction: float) -> tuple[Mesh, int]:
     labels = piece_labels(mesh)
     sizes = np.bincount(labels)
     keep_piece = sizes >= fraction * sizes.max()
-    dropped = int((~keep_piece).sum())
-    if dropped == 0:
-        return mesh, 0
+    return _keep_pieces(mesh, labels, keep_piece), int((~keep_piece).sum())
+
+
+def transmittance_to(dens: np.ndarray, axis: np.ndarray, origin: np.ndarray, points: np.ndarray,
+                     steps: int = SEEN_STEPS) -> np.ndarray:
+    """exp(-integral of the density) along the segment from `origin` [3] to each point [N, 3], stopped 1.5
+    grid cells short of the point (so that a point on a surface is not hidden by that surface itself);
+    density trilinear in the grid [G, G, G] (indexed [x, y, z] over `axis`, zero outside it). Returns [N]."""
+    import torch.nn.functional as F
+
+    if len(points) == 0:
+        return np.zeros(0)
+    cell = float(axis[1] - axis[0])
+    half = float(axis[-1])
+    o = torch.as_tensor(np.asarray(origin, np.float64), dtype=torch.float32)
+    p = torch.as_tensor(np.asarray(points, np.float64), dtype=torch.float32)
+    d = p - o
+    length = d.norm(dim=-1, keepdim=True)
+    end = (length - 1.5 * cell).clamp_min(0.0)                                   # [N, 1]
+    frac = torch.linspace(0.0, 1.0, steps)[None, :, None]                         # [1, S, 1]
+    q = o + (d / length.clamp_min(1e-9))[:, None] * (end[:, None] * frac)         # [N, S, 3]
+    # grid_sample wants (W, H, D) = (z, y, x) order in [-1, 1] for a volume indexed [x, y, z]
+    coords = (q / half)[..., [2, 1, 0]][None, None]                              # [1, 1, N, S, 3]
+    vol = torch.from_numpy(np.ascontiguousarray(dens, np.float32))[None, None]
+    sigma = F.grid_sample(vol, coords, align_corners=True, padding_mode="zeros")[0, 0, 0]   # [N, S]
+    ds = end / (steps - 1)                                                        # [N, 1]
+    tau = (sigma.sum(-1) - 0.5 * (sigma[:, 0] + sigma[:, -1])) * ds[:, 0]         # trapezoid rule
+    return torch.exp(-tau).numpy()
+
+
+def seen_pieces(mesh: Mesh, dens: np.ndarray, axis: np.ndarray, cameras: Sequence[Camera],
+                labels: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Which connected pieces of `mesh` some camera sees: a piece is seen when one of its vertices (up to
+    SEEN_VERTICES of them, a seeded sample) lies inside a camera's image and in front of it, with a
+    transmittance of at least SEEN_TRANSMITTANCE from that camera through the density grid. The largest
+    piece counts as seen. Returns a bool per piece (piece_labels' numbering)."""
+    from .cameras import project
+
+    labels = piece_labels(mesh) if labels is None else labels
+    sizes = np.bincount(labels)
+    seen = np.zeros(len(sizes), bool)
+    seen[int(np.argmax(sizes))] = True
+    rng = np.random.default_rng(seed)
+    for piece in np.nonzero(~seen)[0]:
+        vid = np.nonzero(labels == piece)[0]
+        if len(vid) > SEEN_VERTICES:
+            vid = rng.choice(vid, SEEN_VERTICES, replace=False)
+        pts = mesh.vertices[vid].astype(np.float64)
+        for cam in cameras:
+            c2w = np.asarray(cam.c2w, np.float64)
+            uv, depth = project(pts, c2w, cam.fx, cam.fy, cam.cx, cam.cy)
+            inside = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= cam.w) & (uv[:, 1] >= 0) & (uv[:, 1] <= cam.h)
+            if inside.any() and transmittance_to(dens, axis, c2w[:3, 3], pts[inside]).max() >= SEEN_TRANSMITTANCE:
+                seen[piece] = True
+                break
+    return seen
+
+
+def drop_unseen_pieces(mesh: Mesh, dens: np.ndarray, axis: np.ndarray, cameras: Sequence[Camera]) -> Mesh:
+    """The mesh without the pieces that none of `cameras` sees (seen_pieces), its count in `unseen_dropped`.
+
+    Such a piece is density in space that no training photo showed (outside every camera's view, or behind
+    the object from every camera): nothing in the training checked it, and no render from the training
+    views changes without it."""
+    if len(mesh.vertices) == 0 or not cameras:
+        return mesh
+    labels = piece_labels(mesh)
+    seen = seen_pieces(mesh, dens, axis, cameras, labels)
+    kept = _keep_pieces(mesh, labels, seen)
+    kept.unseen_dropped = mesh.unseen_dropped + int((~seen).sum())
+    return kept
+
+
+def _keep_pieces(mesh: Mesh, labels: np.ndarray, keep_piece: np.ndarray) -> Mesh:
+    """The mesh with only the pieces where keep_piece [pieces] is True, vertices renumbered."""
+    if keep_piece.all():
+        return mesh
     keep = keep_piece[labels]
     new_index = np.cumsum(keep) - 1
     faces = mesh.faces[keep[mesh.faces[:, 0]]]           # a face's three vertices are in one piece
     return Mesh(mesh.vertices[keep], new_index[faces].astype(np.int32), mesh.colors[keep], mesh.threshold,
-                mesh.cavities_filled), dropped
+                mesh.cavities_filled, mesh.unseen_dropped)
 
 
 # ----------------------------------------------------------------------------------------- writers

@@ -64,3 +64,40 @@ def turned(camera: Camera, yaw_deg: float) -> Camera:
     rot = np.eye(4)
     rot[0, 0], rot[0, 2], rot[2, 0], rot[2, 2] = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
     return camera.with_pose(rot @ camera.c2w)
+
+
+VISIBILITY_CAMERAS = 48          # training cameras that decide which mesh pieces are seen (evenly spaced)
+
+
+def training_cameras(run_root: str | Path, size: int, count: int = VISIBILITY_CAMERAS) -> tuple[list[Camera], str]:
+    """Up to `count` of a run's training cameras (evenly spaced through its image list), and where they
+    came from, in words. They are read from the dataset named in RUN/images.json (DATA/transforms.json);
+    when that is gone or unreadable, the views the run's orbits cover stand in: a 5 x 3 grid of yaw and
+    pitch around the mean training view (RUN/view.json), as far out as `render --orbit` goes, at `size` px."""
+    from .formats import read_images_json, read_transforms
+
+    run_root = Path(run_root)
+    why = "the run has no images.json"
+    images = run_root / "images.json"
+    if images.is_file():
+        try:
+            meta = read_json(images, "image list")
+            data = Path(meta["dataset"]) if isinstance(meta, dict) and isinstance(meta.get("dataset"), str) else None
+            files = set(read_images_json(images))
+            if data is None:
+                why = f"{images} names no dataset"
+            elif not (data / "transforms.json").is_file():
+                why = f"{data / 'transforms.json'} is not there"
+            else:
+                frames = [f for f in read_transforms(data / "transforms.json").frames if f.file_path in files]
+                if frames:
+                    pick = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
+                    return ([Camera.from_frame(frames[i]) for i in pick],
+                            f"{len(pick)} training cameras from {data / 'transforms.json'}")
+                why = f"{data / 'transforms.json'} has none of the run's images"
+        except InputError as e:
+            why = str(e).rstrip(".")
+    view = read_view(run_root)
+    cams = [view.camera(size, yaw, pitch) for yaw in np.linspace(-ORBIT_YAW_DEG, ORBIT_YAW_DEG, 5)
+            for pitch in np.linspace(-ORBIT_PITCH_DEG, ORBIT_PITCH_DEG, 3)]
+    return cams, f"{len(cams)} views around the mean training view ({why})"

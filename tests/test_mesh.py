@@ -143,3 +143,87 @@ def test_closed_hollows_are_filled_and_open_ones_kept():
     cup[(r <= 0.75) & (z > 0.2) & (np.abs(x) < 0.15) & (np.abs(y) < 0.15)] = 0.0   # a hole from the bubble out
     same, n_open = fill_cavities(cup, 10.0)
     assert n_open == 0 and same is cup                  # seen from outside through the hole: kept
+
+
+def _mesh_of(dens: np.ndarray, axis: np.ndarray, threshold: float):
+    """Marching cubes of a density grid in object coordinates, as extract_mesh places it."""
+    from skimage import measure
+
+    from lolnerf_cli.mesh import Mesh
+
+    step = float(axis[1] - axis[0])
+    verts, faces, _, _ = measure.marching_cubes(np.pad(dens, 1), level=threshold, spacing=(step,) * 3)
+    verts = (verts - step + axis[0]).astype(np.float32)
+    return Mesh(verts, faces.astype(np.int32), np.zeros((len(verts), 3), np.uint8))
+
+
+def test_pieces_no_camera_sees_are_dropped():
+    from lolnerf_cli.mesh import components, drop_unseen_pieces, piece_labels, seen_pieces
+    from lolnerf_cli.views import View
+
+    axis = np.linspace(-1, 1, 64, dtype=np.float32)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    box = (np.abs(x) < 0.3) & (np.abs(y) < 0.4) & (np.abs(z) < 0.3)
+
+    def ball(cx, cy, cz, r):
+        return (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 < r * r
+
+    hidden = ball(0.0, 0.0, -0.7, 0.12)       # straight behind the box, seen from the front camera
+    above = ball(0.0, 0.92, 0.0, 0.06)        # above the image (the frustum is 0.72 high at the centre)
+    beside = ball(0.62, 0.0, 0.35, 0.12)      # in plain view
+    dens = np.where(box | hidden | above | beside, 100.0, 0.0).astype(np.float32)
+    mesh = _mesh_of(dens, axis, 10.0)
+    labels = piece_labels(mesh)
+    assert len(components(mesh)) == 4
+    front = View(0.0, 0.0, 2.7, 30.0).camera(64)
+    seen = seen_pieces(mesh, dens, axis, [front], labels)
+    centre = np.stack([mesh.vertices[labels == k].mean(0) for k in range(4)])
+    by_place = {"box": np.abs(centre).sum(1).argmin(), "hidden": centre[:, 2].argmin(),
+                "above": centre[:, 1].argmax(), "beside": centre[:, 0].argmax()}
+    assert len(set(by_place.values())) == 4
+    assert seen[by_place["box"]] and seen[by_place["beside"]]
+    assert not seen[by_place["hidden"]] and not seen[by_place["above"]]
+
+    kept = drop_unseen_pieces(mesh, dens, axis, [front])
+    assert kept.unseen_dropped == 2 and len(components(kept)) == 2
+    assert kept.vertices[:, 2].min() > -0.45 and kept.vertices[:, 1].max() < 0.6
+    # a camera from behind and above sees the other two as well
+    back = View(180.0, 40.0, 2.7, 30.0).camera(64)
+    assert seen_pieces(mesh, dens, axis, [front, back], labels).sum() >= 3
+    assert drop_unseen_pieces(mesh, dens, axis, []).unseen_dropped == 0
+
+
+def test_visibility_cameras_are_the_training_cameras_or_views_around_the_mean(tiny, cube, tmp_path):
+    import shutil
+
+    from lolnerf_cli.formats import read_images_json, read_transforms
+    from lolnerf_cli.views import training_cameras
+
+    cams, source = training_cameras(tiny.run, 32)
+    frames = {f.file_path: f for f in read_transforms(tiny.data / "transforms.json").frames}
+    files = read_images_json(tiny.run / "images.json")
+    assert len(cams) == min(48, len(files)) and "training cameras from" in source
+    assert np.allclose(cams[0].c2w, frames[files[0]].c2w) and np.allclose(cams[-1].c2w, frames[files[-1]].c2w)
+
+    cams, source = training_cameras(cube, 32)                 # no images.json: views around the mean view
+    assert len(cams) == 15 and "views around the mean training view" in source and "images.json" in source
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run)
+    (run / "images.json").write_text('{"dataset": "%s", "images": ["x.png"]}' % (tmp_path / "gone"))
+    cams, source = training_cameras(run, 32)
+    assert len(cams) == 15 and "gone" in source
+
+
+def test_export_mesh_keep_unseen_keeps_every_piece(tiny, tmp_path):
+    from lolnerf_cli.mesh import components, read_ply
+
+    pieces = {}
+    for flag in ([], ["--keep-unseen"]):
+        out = tmp_path / f"m{len(flag)}.ply"
+        res = invoke(["export-mesh", "--model", str(tiny.run), "--index", "0", "--out", str(out), "--grid", "32",
+                      "--device", "cpu", *flag])
+        assert res.exit_code == 0, res.output
+        pieces[bool(flag)] = len(components(read_ply(out)))
+        if not flag and "left out" in res.stdout:
+            assert "training cameras from" in res.stdout
+    assert 1 <= pieces[False] <= pieces[True]

@@ -60,11 +60,14 @@ def save_camera(folder: Path, camera: Camera, loaded, z: torch.Tensor, identity:
 
 
 def export_mesh(folder: Path, loaded, z: torch.Tensor, grid: int, progress: Progress | None = None):
-    """Marching cubes of the identity's foreground -> folder/mesh_NNN.ply. Returns (path, mesh)."""
+    """Marching cubes of the identity's foreground, without the pieces no training camera sees (as
+    `export-mesh` writes it) -> folder/mesh_NNN.ply. Returns (path, mesh)."""
     from ..mesh import extract_mesh, write_mesh
+    from ..views import training_cameras
 
     path = next_path(folder, "mesh", ".ply")
-    mesh = extract_mesh(loaded, z.to(loaded.latents.device), grid, None, progress)
+    cameras, _ = training_cameras(loaded.run.root, loaded.cfg.train.resolution)
+    mesh = extract_mesh(loaded, z.to(loaded.latents.device), grid, None, progress, cameras)
     write_mesh(path, mesh)
     return path, mesh
 
