@@ -68,6 +68,8 @@ class RenderConfig:
     n_fine: int = 32              # hierarchical: importance samples per ray (same network)
     proposal_samples: tuple[int, ...] = (64,)   # proposal: samples per ray of each proposal level
     n_samples: int = 32           # proposal: main-field samples per ray
+    image_sample_factor: int = 2  # whole images (render, sample, interpolate, eval, previews) take this many times
+                                  # the samples above per ray; training and inversion take them as they are
     chunk: int = 8192             # rays per forward pass when rendering whole images
     near_min: float = 0.05        # never start a ray closer than this to its camera
 
@@ -196,6 +198,8 @@ class Config:
             raise InputError(where, "model.encoding 'ipe' needs render.sampler 'proposal' (its samples are intervals)")
         elif r.n_coarse < 2:
             raise InputError(where, "render.n_coarse must be at least 2")
+        if r.image_sample_factor < 1:
+            raise InputError(where, f"render.image_sample_factor must be at least 1, got {r.image_sample_factor}")
         return self
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -198,3 +199,36 @@ def test_a_new_pe_run_keeps_only_the_octaves_its_photos_resolve(synth_data, tmp_
                                                           "train.preview_every": 0})
     Trainer(synth_data, tmp_path / "b", kept).fit()          # 4 octaves are all resolved: unchanged
     assert json.loads((tmp_path / "b" / "config.json").read_text())["model"]["pos_freqs"] == kept.model.pos_freqs == 4
+
+
+@pytest.mark.parametrize("name", ["cpu", "paper"])
+def test_whole_images_take_image_sample_factor_times_the_training_samples(name):
+    from dataclasses import replace
+
+    from lolnerf_cli.cameras import Camera, look_at, spherical_eye
+    from lolnerf_cli.render import image_samples, render_image
+
+    cfg = preset(name)
+    rc = cfg.render
+    assert rc.image_sample_factor == 2
+    doubled = image_samples(rc)
+    assert doubled.image_sample_factor == 1 and image_samples(doubled) is doubled
+    if rc.sampler == "proposal":
+        assert doubled.n_samples == 2 * rc.n_samples
+        assert doubled.proposal_samples == tuple(2 * p for p in rc.proposal_samples)
+    else:
+        assert (doubled.n_coarse, doubled.n_fine) == (2 * rc.n_coarse, 2 * rc.n_fine)
+    if name == "paper":
+        return                                        # the paper network is too slow to render in a test
+    torch.manual_seed(0)
+    model = GenerativeNeRF(cfg.model).eval()
+    z = torch.randn(cfg.model.latent_dim) * 0.3
+    cam = Camera(look_at(spherical_eye(20.0, 10.0, 2.7)), 20.0, 20.0, 8.0, 8.0, 16, 16)
+    with torch.no_grad():
+        img = render_image(model, z, cam, rc)["rgb"]
+        same = render_image(model, z, cam, doubled)["rgb"]
+        once = render_image(model, z, cam, replace(rc, image_sample_factor=1))["rgb"]
+    assert np.array_equal(img, same)                  # the factor is applied once, inside render_image
+    assert not np.array_equal(img, once)
+    with pytest.raises(InputError, match="image_sample_factor must be at least 1"):
+        replace(cfg, render=replace(rc, image_sample_factor=0)).check()

@@ -221,16 +221,16 @@ class Frame:
 
 
 def render_config_with_samples(rc, samples: int):
-    """The model's RenderConfig with `samples` main-network samples per ray (0: unchanged); the
-    coarse / proposal samples scale by the same factor."""
+    """The model's RenderConfig with `samples` main-network samples per ray (0: unchanged, whole-image
+    sampling as `render` draws it); the coarse / proposal samples scale by the same factor."""
     if samples <= 0:
         return rc
     if rc.sampler == "proposal":
         f = samples / max(rc.n_samples, 1)
-        return replace(rc, n_samples=int(samples),
+        return replace(rc, n_samples=int(samples), image_sample_factor=1,
                        proposal_samples=tuple(max(2, round(p * f)) for p in rc.proposal_samples))
     coarse = max(2, samples // 2)
-    return replace(rc, n_coarse=coarse, n_fine=max(0, samples - coarse))
+    return replace(rc, n_coarse=coarse, n_fine=max(0, samples - coarse), image_sample_factor=1)
 
 
 def shown_image(r: dict, mode: str, camera: Camera, scene_radius: float) -> np.ndarray:
