@@ -202,11 +202,10 @@ class EncoderTrainer:
     def _load_photos(self) -> None:
         """The training photos as the run cached them (latent-table order), their masks and cameras."""
         from .data import build_cache, select_frames
-        from .formats import read_images_json
+        from .formats import read_image_list
 
-        files = read_images_json(self.loaded.run.images)
-        meta = read_json(self.loaded.run.images, "image list")
-        data_dir = Path(meta.get("dataset", "")) if isinstance(meta, dict) else Path("")
+        files, dataset = read_image_list(self.loaded.run.images)
+        data_dir = dataset or Path("")
         frames = select_frames(data_dir, include_flagged=True)
         by_path = {f.file_path: f for f in frames.frames}
         missing = [f for f in files if f not in by_path]

@@ -467,12 +467,19 @@ def write_transforms(path: str | Path, tf: Transforms) -> None:
 
 # ----------------------------------------------------------------------------------------- run folder files
 def read_images_json(path: str | Path) -> list[str]:
+    return read_image_list(path)[0]
+
+
+def read_image_list(path: str | Path) -> tuple[list[str], Path | None]:
+    """RUN/images.json -> (the training photos in latent-table order, the dataset folder they came from, or
+    None when the file names none)."""
     path = Path(path)
     obj = read_json(path, "image list")
     files = obj.get("images") if isinstance(obj, dict) else None
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise InputError(path, "must hold {\"images\": [file paths in latent-table order]}")
-    return files
+    dataset = obj.get("dataset")
+    return files, Path(dataset) if isinstance(dataset, str) else None
 
 
 def write_images_json(path: str | Path, files: Iterable[str], dataset_root: str | Path) -> None:

@@ -74,22 +74,21 @@ def training_cameras(run_root: str | Path, size: int, count: int = VISIBILITY_CA
     came from, in words. They are read from the dataset named in RUN/images.json (DATA/transforms.json);
     when that is gone or unreadable, the views the run's orbits cover stand in: a 5 x 3 grid of yaw and
     pitch around the mean training view (RUN/view.json), as far out as `render --orbit` goes, at `size` px."""
-    from .formats import read_images_json, read_transforms
+    from .formats import read_image_list, read_transforms
 
     run_root = Path(run_root)
     why = "the run has no images.json"
     images = run_root / "images.json"
     if images.is_file():
         try:
-            meta = read_json(images, "image list")
-            data = Path(meta["dataset"]) if isinstance(meta, dict) and isinstance(meta.get("dataset"), str) else None
-            files = set(read_images_json(images))
+            files, data = read_image_list(images)
             if data is None:
                 why = f"{images} names no dataset"
             elif not (data / "transforms.json").is_file():
                 why = f"{data / 'transforms.json'} is not there"
             else:
-                frames = [f for f in read_transforms(data / "transforms.json").frames if f.file_path in files]
+                in_run = set(files)
+                frames = [f for f in read_transforms(data / "transforms.json").frames if f.file_path in in_run]
                 if frames:
                     pick = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
                     return ([Camera.from_frame(frames[i]) for i in pick],
