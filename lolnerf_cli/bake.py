@@ -247,19 +247,12 @@ def weights_hash(model) -> str:
 # ----------------------------------------------------------------------------------------- baking
 def _field_logits(model, pts: torch.Tensor, z: torch.Tensor, precision: str) -> torch.Tensor:
     """Raw logits [M, 4] (density logit incl. the density bias, colour logits) at points pts [M, 3]."""
-    fld = model.field
-    captured: list[torch.Tensor] = []
-    hook = fld.out.register_forward_hook(lambda mod, inp, out: captured.append(out))
-    try:
-        out = []
-        for s in range(0, pts.shape[0], EVAL_CHUNK):
-            captured.clear()
-            with autocast(pts.device, precision):
-                part = pts[None, s:s + EVAL_CHUNK]
-                fld(part, z[None], model.point_var(part, 0.0))   # "ipe": a training pixel's footprint
-            out.append(captured[-1][0].float())
-    finally:
-        hook.remove()
+    out = []
+    for s in range(0, pts.shape[0], EVAL_CHUNK):
+        with autocast(pts.device, precision):
+            part = pts[None, s:s + EVAL_CHUNK]
+            # "ipe": a training pixel's footprint
+            out.append(model.field.logits(part, z[None], model.point_var(part, 0.0))[0])
     raw = torch.cat(out) if out else torch.zeros(0, 4, device=pts.device)
     raw[:, 0] += float(model.cfg.density_bias)
     return raw.clamp_(-LOGIT_LIMIT, LOGIT_LIMIT)

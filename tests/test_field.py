@@ -37,3 +37,16 @@ def test_latent_field_equals_the_plain_concatenating_network():
         sigma, rgb = field(x, z)
         sigma_ref, rgb_ref = _plain_forward(field, x, z, cfg.skips)
     assert torch.allclose(sigma, sigma_ref, atol=1e-5) and torch.allclose(rgb, rgb_ref, atol=1e-5)
+
+
+def test_logits_are_the_output_layer_before_the_activations():
+    torch.manual_seed(0)
+    cfg = ModelConfig(latent_dim=5, width=16, depth=4, skips=(2,), pos_freqs=3)
+    field = LatentField(cfg)
+    x = torch.rand(3, 7, 3) * 2 - 1
+    z = torch.randn(3, 5)
+    with torch.no_grad():
+        raw = field.logits(x, z)
+        sigma, rgb = field(x, z)
+    assert raw.shape == (3, 7, 4) and raw.dtype == torch.float32
+    assert torch.equal(sigma, F.softplus(raw[..., 0] + cfg.density_bias)) and torch.equal(rgb, torch.sigmoid(raw[..., 1:]))

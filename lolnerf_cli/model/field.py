@@ -66,6 +66,14 @@ class LatentField(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [R, S, 3] points (object frame), z [R, D] one latent per ray, var [R, S] the samples' variances
         ("ipe" only; None: points) -> sigma [R, S], rgb [R, S, 3] (None for a density-only network)."""
+        raw = self.logits(x, z, var)                                            # [R, S, n_out]
+        sigma = F.softplus(raw[..., 0] + self.cfg.density_bias)
+        rgb = torch.sigmoid(raw[..., 1:]) if self.n_out > 1 else None
+        return sigma, rgb
+
+    def logits(self, x: torch.Tensor, z: torch.Tensor, var: torch.Tensor | None = None) -> torch.Tensor:
+        """The output layer's values before the activations, fp32 [R, S, n_out]: density logit (without
+        the density bias), then colour logits (what `bake` stores)."""
         xe = self.encode(x, var)                                                 # [R, S, Ex]
         # In-place adds and ReLUs: a linear layer's backward needs its input, not its output, so the
         # outputs can be reused as buffers (fewer [R, S, W] allocations and memory passes per layer).
@@ -79,10 +87,7 @@ class LatentField(nn.Module):
                 pre += self.skip_x[key](xe)
                 pre += self.skip_z[key](z)[:, None, :]
             h = F.relu(pre, inplace=True)
-        raw = self.out(h).float()                                                # [R, S, n_out]
-        sigma = F.softplus(raw[..., 0] + self.cfg.density_bias)
-        rgb = torch.sigmoid(raw[..., 1:]) if self.n_out > 1 else None
-        return sigma, rgb
+        return self.out(h).float()
 
     def flops_per_sample(self) -> int:
         """Multiply-adds x 2 of one forward pass per sample (per-ray latent terms excluded)."""
