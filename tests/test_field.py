@@ -27,12 +27,16 @@ def _plain_forward(field: LatentField, x: torch.Tensor, z: torch.Tensor, skips: 
     return F.softplus(raw[..., 0] + field.cfg.density_bias), torch.sigmoid(raw[..., 1:])
 
 
-def test_latent_field_equals_the_plain_concatenating_network():
+def _small_field() -> tuple[LatentField, torch.Tensor, torch.Tensor]:
+    """A seeded field (5-d latent, 4 x 16, skip at 2), 3 rays x 7 points and their latents."""
     torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=5, width=16, depth=4, skips=(2,), pos_freqs=3)
-    field = LatentField(cfg)
-    x = torch.rand(3, 7, 3) * 2 - 1
-    z = torch.randn(3, 5)
+    field = LatentField(ModelConfig(latent_dim=5, width=16, depth=4, skips=(2,), pos_freqs=3))
+    return field, torch.rand(3, 7, 3) * 2 - 1, torch.randn(3, 5)
+
+
+def test_latent_field_equals_the_plain_concatenating_network():
+    field, x, z = _small_field()
+    cfg = field.cfg
     with torch.no_grad():
         sigma, rgb = field(x, z)
         sigma_ref, rgb_ref = _plain_forward(field, x, z, cfg.skips)
@@ -40,11 +44,8 @@ def test_latent_field_equals_the_plain_concatenating_network():
 
 
 def test_logits_are_the_output_layer_before_the_activations():
-    torch.manual_seed(0)
-    cfg = ModelConfig(latent_dim=5, width=16, depth=4, skips=(2,), pos_freqs=3)
-    field = LatentField(cfg)
-    x = torch.rand(3, 7, 3) * 2 - 1
-    z = torch.randn(3, 5)
+    field, x, z = _small_field()
+    cfg = field.cfg
     with torch.no_grad():
         raw = field.logits(x, z)
         sigma, rgb = field(x, z)
