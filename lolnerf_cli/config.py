@@ -99,6 +99,16 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     min_landmark_rmse_excluded: bool = True  # frames flagged by fit-cameras are left out
+    # per-image camera refinement (camera_refine.py): "auto" refines landmark-fitted cameras (fit-cameras)
+    # and leaves known ones alone; a new run's config.json holds what was decided ("on" / "off")
+    refine_cameras: str = "auto"
+    camera_lr: float = 3e-3       # sparse Adam learning rate of the corrections (decays like the others)
+    camera_warmup: float = 0.1    # the corrections stay at zero for this fraction of the steps (a blurry early
+                                  # field pulls cameras the wrong way: docs/cameras.md)
+    camera_prior: float = 1e-3    # weight of |correction|^2 (radians, scene units): pulls towards the fit
+    camera_momentum: float = 0.99  # sparse Adam's first-moment decay of the corrections: each visit of a photo
+                                   # brings only pixels_per_image rays, so its pose gradient is noisy
+    camera_recentre_every: int = 100  # steps between removals of the mean correction (the gauge)
 
 
 @dataclass
@@ -144,6 +154,8 @@ class EvalConfig:
     upsample: int = 0             # >= 2: also score novel views rendered this many times finer (synth data)
     encoder_steps: int = 30       # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
     encoder_refine_camera: bool = True  # ... which also optimise the encoder's camera (as `invert` does)
+    refine_query_camera: bool = False   # "query" frames: the inversion also corrects the landmark-fitted query
+                                        # camera, and the other views follow it
 
 
 @dataclass
@@ -198,6 +210,8 @@ class Config:
             raise InputError(where, "model.encoding 'ipe' needs render.sampler 'proposal' (its samples are intervals)")
         elif r.n_coarse < 2:
             raise InputError(where, "render.n_coarse must be at least 2")
+        if self.train.refine_cameras not in ("auto", "on", "off"):
+            raise InputError(where, f"train.refine_cameras must be 'auto', 'on' or 'off', got '{self.train.refine_cameras}'")
         if r.image_sample_factor < 1:
             raise InputError(where, f"render.image_sample_factor must be at least 1, got {r.image_sample_factor}")
         return self

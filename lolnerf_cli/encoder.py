@@ -114,8 +114,9 @@ def c2w_from_params(rot: torch.Tensor, abd: torch.Tensor) -> torch.Tensor:
 
 def rotation_error_deg(r_pred: np.ndarray, r_true: np.ndarray) -> float:
     """Angle in degrees of the rotation between two rotation matrices [3, 3]."""
-    m = np.asarray(r_pred, np.float64).T @ np.asarray(r_true, np.float64)
-    return math.degrees(math.acos(max(-1.0, min(1.0, (np.trace(m) - 1.0) / 2.0))))
+    from .camera_refine import rotation_angle_deg
+
+    return float(rotation_angle_deg(np.asarray(r_pred, np.float64)[None], np.asarray(r_true, np.float64)[None])[0])
 
 
 class ImageEncoder(nn.Module):

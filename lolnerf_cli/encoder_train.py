@@ -217,19 +217,15 @@ class EncoderTrainer:
         if [f.file_path for f in kept.frames] != files:
             raise InputError(self.root / "cache", f"does not hold the {len(files)} training photos of "
                                                   f"{self.loaded.run.images} in order")
-        cams = kept.frames
-        refined = self.root / "cameras.json"        # per-image refined training cameras, when the run has them
-        if refined.is_file():
-            from .formats import read_transforms
-
-            by = {f.file_path: f for f in read_transforms(refined).frames}
-            cams = [by.get(f.file_path, f) for f in kept.frames]
         from .data import camera_tensors
+        from .formats import with_run_cameras
+
+        cams, refined = with_run_cameras(kept.frames, self.root)    # refined training cameras, when the run has them
 
         ct = camera_tensors(cams, self.res)
         self.cache = cache
         self.cam_c2w = ct["c2w"].to(self.device)
-        self.cam_source = "RUN/cameras.json" if refined.is_file() else str(data_dir / "transforms.json")
+        self.cam_source = "RUN/cameras.json" if refined else str(data_dir / "transforms.json")
 
     def photo_batch(self, n: int) -> dict[str, torch.Tensor]:
         g = self.gen

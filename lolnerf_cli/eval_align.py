@@ -211,9 +211,15 @@ class FrameAligner:
         """Put an object's query and view cameras in the model frame ("query" frames); views and query
         loaded first."""
         cam, info = self.query_camera(folder, obj.query)
-        obj.query.cam = cam
         obj.scale = info["scale"]
         obj.alignment = {"object": obj.name, **info}
+        self.place_views(obj, cam)
+
+    @staticmethod
+    def place_views(obj: NovelObject, cam: Camera) -> None:
+        """Make `cam` (in the model's frame, at the query photo's size) the object's query camera and place
+        its other views by their calibrated poses relative to the query (the distance ratio kept)."""
+        obj.query.cam = cam
         views = align_views(cam.c2w, obj.query.frame.c2w, np.stack([v.frame.c2w for v in obj.views]), obj.scale)
         for v, c2w in zip(obj.views, views):
             v.cam = v.frame.with_pose(c2w)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .cameras import Camera
 from .errors import InputError
-from .formats import Frame, read_transforms
+from .formats import Frame, read_transforms, with_run_cameras
 from .folders import dataset
 from .images import load_image, object_mask
 
@@ -58,8 +58,9 @@ class Item:
 
 
 def training_items(data_dir: Path, loaded: LoadedModel) -> tuple[list[Item], dict]:
-    """The training photos in latent-table order, each with its frame from DATA/transforms.json, and
-    that file's other top-level keys (they tell whether fit-cameras wrote it)."""
+    """The training photos in latent-table order, each with its frame from DATA/transforms.json (its pose
+    from RUN/cameras.json when training refined the cameras), and that file's other top-level keys (they
+    tell whether fit-cameras wrote it)."""
     ds = dataset(data_dir)
     if not ds.transforms.is_file():
         raise InputError(ds.transforms, "not found; evaluation needs the dataset's cameras (the DATA folder the "
@@ -77,7 +78,8 @@ def training_items(data_dir: Path, loaded: LoadedModel) -> tuple[list[Item], dic
         raise InputError(ds.root, f"does not hold {len(missing)} of the {k} images the model was trained on "
                                   f"(e.g. '{missing[0]}', named in {loaded.run.images}); was the model trained on a "
                                   "different dataset?")
-    return [Item(f, ds.root / f, by_path[f]) for f in files], dict(tf.extra)
+    frames, _ = with_run_cameras([by_path[f] for f in files], loaded.run.root)   # refined while training, if so
+    return [Item(f, ds.root / f, fr) for f, fr in zip(files, frames)], dict(tf.extra)
 
 
 def _folder_frames(folder: Path, what: str) -> tuple[Path, list[Frame]]:

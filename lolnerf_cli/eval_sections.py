@@ -94,20 +94,22 @@ class HeldoutSection(Section):
                 it.cam, _ = camera_from_landmarks(ev.loaded, it.rgb, it.path, hint=EVAL_LANDMARKS_HINT)
             elif mode == "query":
                 it.cam, alignment[it.file_path] = ev.align.query_camera(folder, it)
-        lat = ev.invert(items, "held-out")
+        refine = ev.opt.refine_query_camera and mode == "query"
+        lat, cams = ev.invert_refining(items, "held-out", refine)
         rows = []
         with ev.progress.task("eval: held-out images", total=len(items)) as task:
-            for it, z in zip(items, lat):
+            for it, z, cam in zip(items, lat, cams):
                 gt = ev.ground_truth(it.rgb)
                 mask = mask_for(folder, it.file_path, ev.res, it.alpha)
-                out = ev.render(z, it.camera(), remember_depth=True)
+                out = ev.render(z, cam, remember_depth=True)
                 row = {"file_path": it.file_path, **ev.scorer.full(out["rgb"], gt, mask)}
                 if it.file_path in alignment:
                     row["alignment"] = alignment[it.file_path]
                 rows.append(row)
                 task.advance(1, psnr=row["psnr"])
         return {"heldout": section_summary(rows, IMAGE_KEYS, {"folder": str(folder), "cameras": source,
-                                                              "frames": mode, "images": rows})}
+                                                              "frames": mode, "query_camera_refined": refine,
+                                                              "images": rows})}
 
 
 class NovelSection(Section):
@@ -138,7 +140,11 @@ class NovelSection(Section):
         if mode == "query":                      # cameras into the model's object frame, via the query view
             for obj in objects:
                 ev.align_object(folder, obj)
-        lat = ev.invert([o.query for o in objects], "query")
+        refine = ev.opt.refine_query_camera and mode == "query"
+        lat, cams = ev.invert_refining([o.query for o in objects], "query", refine)
+        if refine:                               # the other views follow the query camera the inversion corrected
+            for obj, cam in zip(objects, cams):
+                ev.align.place_views(obj, cam)
         rows, depth_rows = [], []
         with ev.progress.task("eval: novel views", total=sum(len(o.views) for o in objects)) as task:
             for obj, z in zip(objects, lat):
@@ -165,6 +171,7 @@ class NovelSection(Section):
                                f"masked PSNR {psnr}")
                     ev.add_figure_row("novel", caption, [flat, out["rgb"], gt, out["depth"]])
         extra = {"folder": str(folder), "objects": len(objects), "masked": True, "frames": mode,
+                 "query_camera_refined": refine,
                  "flat_picture_psnr": summary(rows, "flat_psnr")}
         if mode == "query":
             extra["alignment"] = [o.alignment for o in objects]
@@ -192,3 +199,45 @@ def depth_row(ev, folder: Path, tpath: Path, obj: NovelObject, z: torch.Tensor) 
     pred = ev.render_depth(z, q.camera()).astype(np.float64) / obj.scale
     scores = depth_scores(pred, kp, truth, (q.rgb.shape[1], q.rgb.shape[0]))
     return {"object": obj.name, "file_path": q.file_path, "depth_scale": obj.scale, **scores}
+
+
+class TrainingCamerasSection(Section):
+    """How far the training cameras are from the true ones, when the dataset keeps them
+    (DATA/true_cameras.json, which `lolnerf synth` writes): the rotation error in degrees of the dataset's
+    cameras (DATA/transforms.json: e.g. the landmark fit) and of the cameras the model was trained with
+    (RUN/cameras.json when training refined them), each after the one rotation that best maps its frame
+    onto the true one. Nothing is rendered."""
+
+    name = "training_cameras"
+
+    def __init__(self, true_cameras: Path):
+        self.path = Path(true_cameras)
+
+    def prepare(self, ev) -> None:
+        from .formats import read_transforms
+
+        true = {f.file_path: f.c2w for f in read_transforms(self.path).frames}
+        missing = [it.file_path for it in ev.train_items if it.file_path not in true]
+        if missing:
+            raise InputError(self.path, f"has no camera for {len(missing)} of the training photos (e.g. "
+                                        f"'{missing[0]}')")
+        self.true = np.stack([true[it.file_path][:3, :3] for it in ev.train_items])
+
+    def run(self, ev) -> dict[str, Any]:
+        from .camera_refine import aligned_rotation_errors
+        from .formats import read_transforms
+
+        by_path = {f.file_path: f.c2w for f in read_transforms(ev.data_dir / "transforms.json").frames}
+        dataset = np.stack([by_path[it.file_path][:3, :3] for it in ev.train_items])
+        used = np.stack([it.frame.c2w[:3, :3] for it in ev.train_items])
+        refined = ev.loaded.run.cameras.is_file()
+
+        def stats(r: np.ndarray) -> dict[str, float]:
+            e = aligned_rotation_errors(r, self.true)
+            return {"median_deg": float(np.median(e)), "p90_deg": float(np.percentile(e, 90)),
+                    "mean_deg": float(e.mean())}
+
+        out = {"true_cameras": str(self.path), "images": len(ev.train_items), "refined": refined,
+               "dataset_cameras": stats(dataset), "trained_cameras": stats(used)}
+        out["median_ratio"] = out["trained_cameras"]["median_deg"] / max(out["dataset_cameras"]["median_deg"], 1e-9)
+        return {self.name: out}

@@ -1,6 +1,6 @@
 """`lolnerf eval`: the paper's measurements of a trained model.
 
-Four sections, each written to metrics.json only when its inputs exist:
+The sections, each written to metrics.json only when its inputs exist:
 
 - train (paper Table 1): every latent of a fixed, seeded subset of the training set rendered through
   its training camera at the training resolution, against the photo resized the way training resized
@@ -13,6 +13,9 @@ Four sections, each written to metrics.json only when its inputs exist:
 - depth (Table 4, 3DFAW-style): the rendered depth of each query view at the object's 3D keypoints
   against their true depth (Pearson correlation per object), plus dense depth errors where true depth
   maps exist.
+- training_cameras (when DATA/true_cameras.json exists, as `lolnerf synth` writes it): the rotation error
+  of the dataset's cameras and of the cameras the model was trained with (refined ones: RUN/cameras.json)
+  against the true cameras, each after aligning the frames. Nothing is rendered.
 - encoder (when RUN/encoder.safetensors exists; encoder_eval.py): the held-out and novel-view scores of
   the encoder's answer alone and of it plus `encoder_steps` optimisation steps, camera rotation errors,
   time per photo.
@@ -56,7 +59,8 @@ from .eval_align import (FRAMES_MODES, FrameAligner, align_views, cameras_fitted
 from .eval_figure import FIGURE_SUFFIX, figure_path_for, figure_size, write_figure  # noqa: F401
 from .eval_inputs import Item, NovelObject, training_items
 from .eval_scoring import MASK_THRESHOLD, Scorer, finite_or_none, sample_depth  # noqa: F401
-from .eval_sections import HeldoutSection, NovelSection, Section, TrainSection
+from .eval_sections import HeldoutSection, NovelSection, Section, TrainingCamerasSection, TrainSection
+from .synth import TRUE_CAMERAS
 from .formats import write_json
 from .images import resize
 from .progress import Progress, or_silent
@@ -151,19 +155,27 @@ class Evaluator:
     def invert(self, items: list[Item], what: str) -> torch.Tensor:
         """Latents [N, D] fitted to the photos (their own cameras and masks). Identical requests are
         answered once, so the held-out and novel sections share the query views' inversions."""
+        return self.invert_refining(items, what, False)[0]
+
+    def invert_refining(self, items: list[Item], what: str, refine_camera: bool) -> tuple[torch.Tensor, list[Camera]]:
+        """Latents [N, D] and the cameras they were fitted through, at each photo's own size: the items'
+        cameras, or with `refine_camera` those cameras corrected by the inversion (invert's camera
+        refinement, at invert.camera_lr). Shared between sections like `invert`."""
         from .invert import invert_images
 
         cams = [it.camera() for it in items]
-        key = tuple((str(it.path.resolve()),) + _camera_key(c) for it, c in zip(items, cams))
+        key = (bool(refine_camera),) + tuple((str(it.path.resolve()),) + _camera_key(c) for it, c in zip(items, cams))
         if key not in self._inversions:
             torch.manual_seed(self.opt.seed)
             result = invert_images(self.loaded, [it.rgb for it in items], cams, [it.mask_full for it in items],
                                    steps=self.opt.invert_steps, resolution=self.res, progress=self.progress,
-                                   seed=self.opt.seed, measure_init=False)
+                                   seed=self.opt.seed, measure_init=False, refine_camera=refine_camera,
+                                   camera_lr=self.cfg.invert.camera_lr)
             lat = result.latents if isinstance(result.latents, torch.Tensor) else torch.as_tensor(result.latents)
             if lat.shape[0] != len(items):
                 raise RuntimeError(f"inversion returned {lat.shape[0]} latents for {len(items)} {what} images")
-            self._inversions[key] = lat.detach().float().to(self.device)
+            fitted = [c.with_pose(r.c2w) for c, r in zip(cams, result.cameras)] if refine_camera else cams
+            self._inversions[key] = (lat.detach().float().to(self.device), fitted)
         return self._inversions[key]
 
     # -------------------------------------------------------------------------- the figure
@@ -208,6 +220,8 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
         from .encoder_eval import EncoderSection
 
         sections.append(EncoderSection(heldout, novel, opt.encoder_steps, opt.encoder_refine_camera))
+    if (data_dir / TRUE_CAMERAS).is_file():
+        sections.append(TrainingCamerasSection(data_dir / TRUE_CAMERAS))
     # every section's inputs are read and checked before any rendering: a wrong folder fails in a second
     frames = {"option": opt.frames, "training_cameras": "fit-cameras" if ev.training_fitted else "given",
               "novel": None, "heldout": None}

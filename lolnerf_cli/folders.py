@@ -58,6 +58,7 @@ class RunPaths:
     trainer = property(lambda self: self.root / "trainer.safetensors")
     trainer_json = property(lambda self: self.root / "trainer.json")
     keypoints = property(lambda self: self.root / "keypoints.json")
+    cameras = property(lambda self: self.root / "cameras.json")       # refined training cameras (train)
     images = property(lambda self: self.root / "images.json")
     log = property(lambda self: self.root / "log.jsonl")
     previews = property(lambda self: self.root / "previews")

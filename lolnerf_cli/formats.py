@@ -465,6 +465,17 @@ def write_transforms(path: str | Path, tf: Transforms) -> None:
     write_json(path, tf.to_json())
 
 
+def with_run_cameras(frames: list[Frame], run_root: str | Path) -> tuple[list[Frame], bool]:
+    """The training frames with the poses the run trained them with: RUN/cameras.json's (the cameras
+    `lolnerf train` refined) for the frames it lists, the dataset's otherwise. Returns (frames, whether
+    RUN/cameras.json was used)."""
+    path = Path(run_root) / "cameras.json"
+    if not path.is_file():
+        return frames, False
+    by_path = {f.file_path: f for f in read_transforms(path).frames}
+    return [by_path.get(f.file_path, f) for f in frames], True
+
+
 # ----------------------------------------------------------------------------------------- run folder files
 def read_images_json(path: str | Path) -> list[str]:
     return read_image_list(path)[0]

@@ -21,9 +21,11 @@ from .errors import InputError
 
 class RowTable:
     def __init__(self, name: str, init: torch.Tensor, owned: torch.Tensor, lr: float, device: torch.device,
-                 info: DistInfo, opt_key: str | None = None, what: str | None = None):
+                 info: DistInfo, opt_key: str | None = None, what: str | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999)):
         """init: the whole table's starting rows [K, C]; owned: this rank's global row indices; lr: sparse
-        Adam's learning rate before the schedule's factor (see `step`); what: how errors name the table."""
+        Adam's learning rate before the schedule's factor (see `step`); what: how errors name the table;
+        betas: sparse Adam's moment decays (a higher first one averages a noisy row's gradients over more visits)."""
         self.name = name
         self.opt_key = opt_key or f"{name}_opt"
         self.what = what or f"table '{name}'"
@@ -34,7 +36,7 @@ class RowTable:
         self.emb = torch.nn.Embedding(owned.numel(), self.width, sparse=True).to(device)
         with torch.no_grad():
             self.emb.weight.copy_(init[owned].to(device))
-        self.opt = torch.optim.SparseAdam(list(self.emb.parameters()), lr=lr)
+        self.opt = torch.optim.SparseAdam(list(self.emb.parameters()), lr=lr, betas=betas)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -7,6 +7,8 @@ Dataset written by `synthesize(out, ...)` (`lolnerf synth OUT`)::
     OUT/masks/0000.png ...         8-bit coverage masks, 255 = object (anti-aliased edges)
     OUT/landmarks.json             face5 landmarks: the true keypoints projected, confidence 1.0
     OUT/transforms.json            the true cameras (nerfstudio conventions, shared intrinsics)
+    OUT/true_cameras.json          the same cameras again, kept when `fit-cameras` rewrites transforms.json
+                                   (`lolnerf eval` measures the training cameras' rotation error with it)
     OUT/keypoints.json             class-mean canonical 3D keypoints (mean over the training objects)
     OUT/synth.json                 generation parameters; marks the folder as written by synth
     OUT/holdout/...                only with holdout > 0, see below
@@ -74,7 +76,8 @@ class SynthSummary:
     mean_coverage: float
 
 
-_OWNED_FILES = ("landmarks.json", "transforms.json", "keypoints.json", "synth.json")
+TRUE_CAMERAS = "true_cameras.json"
+_OWNED_FILES = ("landmarks.json", "transforms.json", "true_cameras.json", "keypoints.json", "synth.json")
 _OWNED_IMAGE = re.compile(r"^\d{4,}\.png$")
 _OWNED_HOLDOUT = re.compile(r"^h\d{4,}_(q|v\d{2,})\.(png|npy)$")
 
@@ -212,6 +215,7 @@ def synthesize(out: str | Path, n: int = 200, resolution: int = 64, holdout: int
             task.advance(1)
     cam_extra = {"camera_model": "OPENCV"}
     formats.write_transforms(ds.transforms, formats.Transforms(frames, dict(cam_extra)))
+    formats.write_transforms(out / TRUE_CAMERAS, formats.Transforms(frames, dict(cam_extra)))
     formats.write_landmarks(ds.landmarks, formats.Landmarks("face5", list(formats.FACE5_NAMES), lm_frames, []))
     formats.write_keypoints(ds.keypoints, formats.Keypoints("face5", list(formats.FACE5_NAMES),
                                                             np.mean(np.array(kps), axis=0)))

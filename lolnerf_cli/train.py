@@ -35,7 +35,9 @@ from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .distributed import init_distributed
 from .errors import InputError, LolnerfError, ParamError
-from .formats import read_json, read_keypoints, write_images_json, write_json, write_keypoints
+from .camera_refine import CameraRefiner, refine_wanted, write_refined_cameras
+from .eval_align import cameras_fitted
+from .formats import read_json, read_keypoints, read_transforms, write_images_json, write_json, write_keypoints
 from .run_log import append_log
 from .folders import dataset, run_folder
 from .images import save_png
@@ -103,6 +105,9 @@ class Trainer:
         self.latents = RowTable("latents", table, self.owned, tc.latent_lr, self.device, self.info,
                                 opt_key="lat_opt", what="latent table")
         self.tables: list[RowTable] = [self.latents]       # per-image tables: trained, saved and restored
+        self.refiner = self._camera_refiner(resume)
+        if self.refiner is not None:
+            self.tables.append(self.refiner.table)
         self.named_params = list(self.model.named_parameters())
         self.net_params = [p for _, p in self.named_params]
         self.opt = torch.optim.Adam(self.net_params, lr=tc.lr)
@@ -146,6 +151,20 @@ class Trainer:
             if not os.access(run.root, os.W_OK):
                 raise InputError(run.root, "is not writable")
 
+    def _camera_refiner(self, resume: bool) -> CameraRefiner | None:
+        """The per-image camera corrections, when this run refines its cameras. A new run decides "auto" from
+        the dataset (landmark-fitted cameras are refined, known ones not) and its config.json keeps the answer;
+        a resumed run whose config.json still says "auto" predates refinement and keeps its cameras."""
+        tc = self.cfg.train
+        if tc.refine_cameras == "auto":
+            fitted = cameras_fitted(read_transforms(dataset(self.data_dir).transforms).extra)
+            tc.refine_cameras = "off" if resume else ("on" if refine_wanted("auto", fitted) else "off")
+        if tc.refine_cameras != "on":
+            return None
+        self.progress.log(f"refining the {self.k} training cameras (train.refine_cameras on; RUN/cameras.json)")
+        return CameraRefiner(self.k, self.owned, tc.camera_lr, tc.camera_prior, int(tc.camera_warmup * tc.steps),
+                             tc.camera_recentre_every, self.device, self.info, tc.camera_momentum)
+
     def _cap_octaves(self, footprint: float) -> None:
         """A new run with NeRF's encoding keeps only the octaves whose period spans at least two training
         pixels at the object (`model.pos_freqs` in its config.json says how many): finer ones cannot be
@@ -163,11 +182,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ one step
     def encoding_window(self, step: int) -> float | None:
-        """Octaves of the "ipe" encoding open at `step`: from ENCODING_WINDOW_START to all of them, linearly
-        over the first `encoding_anneal` of the steps (coarse to fine); None once all are open."""
+        """Octaves of the encoding open at `step`: from ENCODING_WINDOW_START to all of them, linearly over the
+        first `encoding_anneal` of the steps (coarse to fine); None once all are open. NeRF's "pe" encoding
+        opens all of them at once unless the run refines its cameras (BARF: smooth early pose gradients)."""
         tc = self.cfg.train
         span = tc.encoding_anneal * tc.steps
-        if self.cfg.model.encoding != "ipe" or span <= 0 or step >= span:
+        annealed = self.cfg.model.encoding == "ipe" or self.refiner is not None
+        if not annealed or span <= 0 or step >= span:
             return None
         full = self.model.field.nyquist_limit()
         return ENCODING_WINDOW_START + (full - ENCODING_WINDOW_START) * step / span
@@ -192,21 +213,32 @@ class Trainer:
         u = cols.reshape(-1).to(dev).float() + 0.5
         v = rows.reshape(-1).to(dev).float() + 0.5
         c = self.cams
-        origins, dirs = pixel_rays(c["c2w"][gi], c["fx"][gi], c["fy"][gi], c["cx"][gi], c["cy"][gi], u, v)
-        pix = 1.0 / c["fx"][gi]
+        fx, fy, cx, cy, c2w = c["fx"][gi], c["fy"][gi], c["cx"][gi], c["cy"][gi], c["c2w"][gi]
+        pix = 1.0 / fx
         lat_idx = local_rep.to(dev)
+        refiner, step = self.refiner, self.step
+
+        def rays(sl: slice):            # refined cameras are rebuilt per micro-batch: each backward frees its graph
+            cam = c2w[sl] if refiner is None else refiner.cameras(c2w[sl], lat_idx[sl], step)
+            return pixel_rays(cam, fx[sl], fy[sl], cx[sl], cy[sl], u[sl], v[sl])
+
         has_m = self.has_mask[gi].float()
-        n_rays = origins.shape[0]
+        n_rays = int(gi.shape[0])
         n_masked = has_m.sum().clamp_min(1.0)
         self._zero_grad()
 
         def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
-            out = render_rays(self.model, origins[sl], dirs[sl], self.latents(lat_idx[sl]), self.cfg.render,
+            origins, dirs = rays(sl)
+            out = render_rays(self.model, origins, dirs, self.latents(lat_idx[sl]), self.cfg.render,
                               perturb=True, precision=self.precision, generator=g, pix=pix[sl])
             loss, terms = compose_loss(out, target[sl], mask[sl], has_m[sl], self.loss_weights, n_rays, n_masked)
             return loss, {**terms, "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
 
         finite, sums = backward_in_micro_batches(n_rays, tc.micro_batch_rays, dev, loss_of)
+        if refiner is not None and refiner.active(step) and finite:
+            prior = refiner.prior_loss(local.to(dev))
+            prior.backward()
+            sums["loss_camera_prior"] = float(prior.detach())
         ok = torch.tensor(float(finite), device=dev)
         if self.info.world > 1:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
@@ -221,8 +253,9 @@ class Trainer:
         for grp in self.opt.param_groups:
             grp["lr"] = tc.lr * f
         self.opt.step()
-        for table in self.tables:
-            table.step(f)
+        self.latents.step(f)
+        if refiner is not None:
+            refiner.step(step, f)
         return {**sums, "rays": float(n_rays), "lr": tc.lr * f}
 
     def _zero_grad(self) -> None:
@@ -304,6 +337,7 @@ class Trainer:
             "loss_mask": acc["loss_mask"] / n,
             "loss_hard": acc["loss_hard"] / n,
             "loss_interlevel": acc.get("loss_interlevel", 0.0) / n,
+            **({"loss_camera_prior": acc.get("loss_camera_prior", 0.0) / n} if self.refiner is not None else {}),
             "psnr": psnr_from_mse(acc["loss_rgb"] / n),
             "alpha_mean": acc["alpha_mean"] / n,
             "lr": acc["lr"] / n,
@@ -339,6 +373,15 @@ class Trainer:
         save_checkpoint(self.run, self.cfg, self.model, self.opt, self.named_params, self.tables, self.gen, self.info,
                         self.step, self.bad_steps_total, self.elapsed_before + elapsed_this_session, self.precision,
                         self.device)
+        if self.refiner is not None:
+            self.write_cameras()
+
+    def write_cameras(self) -> None:
+        """RUN/cameras.json: the refined training cameras (all ranks call: the rows are gathered)."""
+        c2w, delta = self.refiner.refined(self.cams["c2w"])
+        if self.info.main:
+            source = read_transforms(dataset(self.data_dir).transforms).extra
+            write_refined_cameras(self.run.cameras, self.frames.frames, c2w, delta, self.step, source)
 
     def _load_checkpoint(self) -> None:
         resumed = load_checkpoint(self.run, self.cfg, self.model, self.opt, self.named_params, self.tables, self.gen,
@@ -351,6 +394,9 @@ class Trainer:
         res = self.cfg.train.resolution
         picks = list(range(0, self.k, max(1, self.k // n_images)))[:n_images]
         lat = self.latents.weight.detach()
+        poses = None
+        if self.refiner is not None:        # single-process previews: the rows are all local
+            poses = self.refiner.refined(self.cams["c2w"])[0] if self.info.world == 1 else None
         yaw, pitch, radius, fov = mean_view(self.frames.frames)
         rows_gt, rows_rec, rows_nov = [], [], []
         self.model.eval()
@@ -360,6 +406,8 @@ class Trainer:
                 continue
             z = lat[int(local[0])]
             cam = Camera.from_frame(self.frames.frames[k]).scaled(res, res)
+            if poses is not None:
+                cam = cam.with_pose(poses[k])
             rows_gt.append(self.cache.image(k).astype(np.float32) / 255.0)
             rows_rec.append(render_image(self.model, z, cam, self.cfg.render, self.precision)["rgb"])
             eye = spherical_eye(yaw + 30.0, pitch, radius)

@@ -74,7 +74,7 @@ def training_cameras(run_root: str | Path, size: int, count: int = VISIBILITY_CA
     came from, in words. They are read from the dataset named in RUN/images.json (DATA/transforms.json);
     when that is gone or unreadable, the views the run's orbits cover stand in: a 5 x 3 grid of yaw and
     pitch around the mean training view (RUN/view.json), as far out as `render --orbit` goes, at `size` px."""
-    from .formats import read_image_list, read_transforms
+    from .formats import read_image_list, read_transforms, with_run_cameras
 
     run_root = Path(run_root)
     why = "the run has no images.json"
@@ -89,10 +89,11 @@ def training_cameras(run_root: str | Path, size: int, count: int = VISIBILITY_CA
             else:
                 in_run = set(files)
                 frames = [f for f in read_transforms(data / "transforms.json").frames if f.file_path in in_run]
+                frames, refined = with_run_cameras(frames, run_root)
                 if frames:
                     pick = np.unique(np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int))
-                    return ([Camera.from_frame(frames[i]) for i in pick],
-                            f"{len(pick)} training cameras from {data / 'transforms.json'}")
+                    where = run_root / "cameras.json" if refined else data / "transforms.json"
+                    return [Camera.from_frame(frames[i]) for i in pick], f"{len(pick)} training cameras from {where}"
                 why = f"{data / 'transforms.json'} has none of the run's images"
         except InputError as e:
             why = str(e).rstrip(".")

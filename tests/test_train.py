@@ -129,7 +129,10 @@ def test_two_process_ddp_on_gloo(synth_data, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
            "-m", "lolnerf_cli", "train", str(synth_data), "--out", str(run), "--preset", "tiny", "--steps", "12",
-           "--device", "cpu", "--precision", "fp32", "--preview-every", "0"]
+           "--device", "cpu", "--precision", "fp32", "--preview-every", "0",
+           # camera refinement too: its rows live on their ranks, its gauge is a global mean (all_reduce)
+           "--refine-cameras", "--set", "train.camera_warmup=0", "--set", "train.camera_lr=0.02",
+           "--set", "train.camera_recentre_every=5"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stderr[-8000:]     # both ranks' messages, not only torchrun's summary
     info = json.loads((run / "trainer.json").read_text())
@@ -137,6 +140,13 @@ def test_two_process_ddp_on_gloo(synth_data, tmp_path):
     k = len(json.loads((run / "images.json").read_text())["images"])
     lat = load_file(run / "model.safetensors")["latents"]
     assert lat.shape[0] == k
+    delta = load_file(run / "trainer.safetensors")["camera_delta"]
+    assert delta.shape == (k, 6)
+    assert bool((delta[0::2].abs().sum(1) > 0).any()) and bool((delta[1::2].abs().sum(1) > 0).any())
+    # recentred at step 10 over both ranks' rows, then two more steps of sparse updates: near zero, not exactly
+    assert float(delta[:, :3].mean(0).abs().max()) < 0.5 * float(delta[:, :3].abs().mean())
+    cams = json.loads((run / "cameras.json").read_text())
+    assert len(cams["frames"]) == k and cams["refined_at_step"] == 12
     # rows of both ranks were trained (moved away from their small initial noise)
     from lolnerf_cli.model.latents import init_table
 

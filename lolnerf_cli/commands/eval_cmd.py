@@ -36,6 +36,10 @@ def evaluate(
                                                              "than the training photos and score it, and a bicubic "
                                                              "upsample of the training-size render, against exact "
                                                              "ground truth (lolnerf synth datasets; 0: off)."),
+    refine_query_camera: bool = typer.Option(EvalConfig.refine_query_camera, "--refine-query-camera/--no-refine-query-camera",
+                                             help="With 'query' frames: the inversion also corrects each query view's "
+                                                  "landmark-fitted camera, and the object's other views follow "
+                                                  "the corrected camera."),
     encoder_steps: int = typer.Option(30, "--encoder-steps", min=1, help="With RUN/encoder.safetensors: optimisation "
                                                                          "steps of the hybrid answer (encoder + steps)."),
 ):
@@ -47,7 +51,8 @@ def evaluate(
 
         raise InputError("--upsample", "must be 0 (off) or at least 2")
     opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
-                       frames=frames, upsample=upsample, encoder_steps=encoder_steps)
+                       frames=frames, upsample=upsample, encoder_steps=encoder_steps,
+                       refine_query_camera=refine_query_camera)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:
@@ -119,6 +124,13 @@ def print_tables(m: dict) -> None:
         if lr:
             line += f", landmark-fitted camera {lr['median']:.2f} deg"
         console.print(line)
+    tc = m.get("training_cameras")
+    if tc:
+        console.print(f"training cameras against the true ones ({tc['images']} photos, frames aligned): "
+                      f"{tc['dataset_cameras']['median_deg']:.2f} deg median in the dataset, "
+                      f"{tc['trained_cameras']['median_deg']:.2f} deg as trained"
+                      + (" (refined, RUN/cameras.json)" if tc["refined"] else "") + f"; ratio {tc['median_ratio']:.2f}",
+                      markup=False)
     if up and "unavailable" in up:
         console.print(f"novel views at another resolution: {up['unavailable']}")
     d = m.get("depth")

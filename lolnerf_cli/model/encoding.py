@@ -11,13 +11,18 @@ def encoded_dim(n_freqs: int, in_dim: int = 3) -> int:
     return in_dim * (1 + 2 * n_freqs)
 
 
-def posenc(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
-    """x [..., C] -> [..., C * (1 + 2 n_freqs)]."""
+def posenc(x: torch.Tensor, n_freqs: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., C] -> [..., C * (1 + 2 n_freqs)]. weights [F]: an extra factor per octave (the coarse-to-fine
+    window of camera refinement, BARF)."""
     if n_freqs == 0:
         return x
     freqs = (2.0 ** torch.arange(n_freqs, device=x.device, dtype=x.dtype)) * math.pi   # [F]
     xf = x[..., None, :] * freqs[:, None]                                              # [..., F, C]
-    return torch.cat([x, torch.sin(xf).flatten(-2), torch.cos(xf).flatten(-2)], dim=-1)
+    sin, cos = torch.sin(xf), torch.cos(xf)
+    if weights is not None:
+        w = weights.to(x.dtype)[:, None]
+        sin, cos = sin * w, cos * w
+    return torch.cat([x, sin.flatten(-2), cos.flatten(-2)], dim=-1)
 
 
 def octave_weights(n_freqs: int, window: float, device=None) -> torch.Tensor:

@@ -40,8 +40,8 @@ class LatentField(nn.Module):
                 self.skip_x[str(i)] = nn.Linear(ex, w, bias=False)
                 self.skip_z[str(i)] = nn.Linear(cfg.latent_dim, w, bias=False)
         self.out = nn.Linear(w, n_out)   # density logit (+ rgb logits)
-        # "ipe" only: octaves open so far (None: all below the training photos' Nyquist limit). The trainer
-        # opens them coarse to fine; a trained model uses all of them.
+        # octaves open so far (None: all; "ipe": all below the training photos' Nyquist limit). The trainer
+        # opens them coarse to fine ("pe": only while it refines cameras); a trained model uses all of them.
         self.window: float | None = None
         self.footprint = 0.0             # training pixel width in scene units (set from the model's buffer)
 
@@ -60,6 +60,8 @@ class LatentField(nn.Module):
         if self.cfg.encoding == "ipe":   # points without a variance: no blur, but the octave window still holds
             var = torch.zeros(x.shape[:-1], device=x.device) if var is None else var
             return ipe(x / r, var / (r * r), self.freqs, octave_weights(self.freqs, self.octaves(), x.device))
+        if self.window is not None:       # "pe" under camera refinement: octaves open coarse to fine (BARF)
+            return posenc(x / r, self.freqs, octave_weights(self.freqs, min(self.window, self.freqs), x.device))
         return posenc(x / r, self.freqs)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor, var: torch.Tensor | None = None
