@@ -99,9 +99,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     min_landmark_rmse_excluded: bool = True  # frames flagged by fit-cameras are left out
-    # per-image camera refinement (camera_refine.py): "auto" refines landmark-fitted cameras (fit-cameras)
-    # and leaves known ones alone; a new run's config.json holds what was decided ("on" / "off")
-    refine_cameras: str = "auto"
+    # per-image camera refinement (camera_refine.py): "on", "off", or "auto" (on for landmark-fitted cameras,
+    # off for known ones); a new run's config.json holds what was decided. Off by default: on 64 px synth
+    # heads it lowered every image score (docs/cameras.md)
+    refine_cameras: str = "off"
     camera_lr: float = 3e-3       # sparse Adam learning rate of the corrections (decays like the others)
     camera_warmup: float = 0.1    # the corrections stay at zero for this fraction of the steps (a blurry early
                                   # field pulls cameras the wrong way: docs/cameras.md)

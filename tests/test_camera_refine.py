@@ -17,7 +17,7 @@ from lolnerf_cli.camfit import fit_cameras
 from lolnerf_cli.train import Trainer, resolve_config
 
 
-def _cfg(run, steps=12, refine=None, **over):
+def _cfg(run, steps=12, refine="auto", **over):
     ov = {"train.steps": steps, "train.precision": "fp32", "train.preview_every": 0, "train.camera_warmup": 0.0}
     if refine is not None:
         ov["train.refine_cameras"] = refine
@@ -101,6 +101,14 @@ def test_refinement_is_on_for_fitted_cameras_and_writes_cameras_json(fitted_data
     # in 12 steps), so check the recentring itself
     tr.refiner.recentre()
     assert tr.refiner.table.weight.detach().mean(0).abs().max() < 1e-6
+
+
+def test_refinement_is_off_unless_asked(fitted_data, tmp_path):
+    """The shipped default: off, also for landmark-fitted cameras (it lowered every image score at 64 px)."""
+    tr = Trainer(fitted_data, tmp_path / "a", _cfg(tmp_path / "a", steps=2, refine=None))
+    assert tr.refiner is None and tr.cfg.train.refine_cameras == "off"
+    tr.fit()
+    assert not (tmp_path / "a" / "cameras.json").exists()
 
 
 def test_known_cameras_are_not_refined_unless_asked(synth_data, tmp_path):

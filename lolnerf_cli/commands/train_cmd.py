@@ -24,7 +24,7 @@ def train(
     preview_every: Optional[int] = typer.Option(None, "--preview-every", min=0, help="Steps between preview images (0: only at the end)."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between log.jsonl records."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="hierarchical (NeRF: coarse + fine samples through the main network) or proposal (a small density network places the main network's samples; anti-aliased encoding). Default: the preset's."),
-    refine_cameras: Optional[bool] = typer.Option(None, "--refine-cameras/--no-refine-cameras", help="Refine every training photo's camera while training (a small rotation + translation each, RUN/cameras.json). Default: on for cameras fitted from landmarks (fit-cameras), off for known or imported cameras."),
+    refine_cameras: Optional[bool] = typer.Option(None, "--refine-cameras/--no-refine-cameras", help="Refine every training photo's camera while training (a small rotation + translation each, RUN/cameras.json). Default: off (train.refine_cameras; 'auto' refines only cameras fitted from landmarks); see docs/cameras.md for what it does and does not buy."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE: any config.json setting of a new run, e.g. --set render.n_coarse=16 --set model.width=128 (VALUE read as JSON, else as text); repeatable, applied after --sampler."),
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
