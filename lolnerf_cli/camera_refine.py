@@ -34,7 +34,6 @@ from .distributed import DistInfo
 from .formats import Frame, Transforms, write_transforms
 from .row_table import RowTable
 
-REFINE_MODES = ("auto", "on", "off")
 CAMERAS_SOURCE = "lolnerf train (refined cameras)"
 
 
@@ -77,11 +76,6 @@ def aligned_rotation_errors(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray
     d = np.sign(np.linalg.det(u @ vt))
     g = u @ np.diag([1.0, 1.0, d]) @ vt
     return rotation_angle_deg(np.einsum("ij,njk->nik", g, r_est), r_true)
-
-
-def refine_wanted(mode: str, cameras_fitted: bool) -> bool:
-    """Whether to refine: "on", "off", or "auto" (exactly when fit-cameras fitted the cameras)."""
-    return mode == "on" or (mode == "auto" and cameras_fitted)
 
 
 class CameraRefiner:

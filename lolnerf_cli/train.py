@@ -35,7 +35,7 @@ from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
 from .distributed import init_distributed
 from .errors import InputError, LolnerfError, ParamError
-from .camera_refine import CameraRefiner, refine_wanted, write_refined_cameras
+from .camera_refine import CameraRefiner, write_refined_cameras
 from .eval_align import cameras_fitted
 from .formats import read_json, read_keypoints, read_transforms, write_images_json, write_json, write_keypoints
 from .run_log import append_log
@@ -156,9 +156,12 @@ class Trainer:
         the dataset (landmark-fitted cameras are refined, known ones not) and its config.json keeps the answer;
         a resumed run whose config.json still says "auto" predates refinement and keeps its cameras."""
         tc = self.cfg.train
+        if tc.refine_cameras == "off":
+            return None
+        # the dataset's transforms.json top-level keys: whether fit-cameras wrote it, and what cameras.json keeps
+        self.camera_source = read_transforms(dataset(self.data_dir).transforms).extra
         if tc.refine_cameras == "auto":
-            fitted = cameras_fitted(read_transforms(dataset(self.data_dir).transforms).extra)
-            tc.refine_cameras = "off" if resume else ("on" if refine_wanted("auto", fitted) else "off")
+            tc.refine_cameras = "on" if cameras_fitted(self.camera_source) and not resume else "off"
         if tc.refine_cameras != "on":
             return None
         self.progress.log(f"refining the {self.k} training cameras (train.refine_cameras on; RUN/cameras.json)")
@@ -380,8 +383,7 @@ class Trainer:
         """RUN/cameras.json: the refined training cameras (all ranks call: the rows are gathered)."""
         c2w, delta = self.refiner.refined(self.cams["c2w"])
         if self.info.main:
-            source = read_transforms(dataset(self.data_dir).transforms).extra
-            write_refined_cameras(self.run.cameras, self.frames.frames, c2w, delta, self.step, source)
+            write_refined_cameras(self.run.cameras, self.frames.frames, c2w, delta, self.step, self.camera_source)
 
     def _load_checkpoint(self) -> None:
         resumed = load_checkpoint(self.run, self.cfg, self.model, self.opt, self.named_params, self.tables, self.gen,
