@@ -121,6 +121,8 @@ class InvertConfig:
                                   # table's spread along each (invert.latent_steps); "raw": along its own coordinates
     lr: float = 0.1               # Adam learning rate of the latents at step 0 ("raw" was tuned at 0.05) ...
     lr_final_factor: float = 0.1  # ... decayed (cosine) to this fraction of it at the last step
+    latent_prior: float = 1e-3    # weight of the latent table's Gaussian prior (mean squared whitened principal
+                                  # coordinate of each photo's latent, beside its RGB loss); 0: none
     camera_lr: float = 2e-3       # Adam learning rate of the camera correction (radians / scene units)
     encoder_camera_lr: float = 5e-3  # ... when the camera came from the encoder (optimised with the latent by default)
     rays_per_image: int = 512     # random pixels of each photo per step (all pixels when the image is smaller)
@@ -215,6 +217,8 @@ class Config:
             raise InputError(where, f"train.refine_cameras must be 'auto', 'on' or 'off', got '{self.train.refine_cameras}'")
         if r.image_sample_factor < 1:
             raise InputError(where, f"render.image_sample_factor must be at least 1, got {r.image_sample_factor}")
+        if not self.invert.latent_prior >= 0:
+            raise InputError(where, f"invert.latent_prior must be 0 or more, got {self.invert.latent_prior:g}")
         return self
 
 

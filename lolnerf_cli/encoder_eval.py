@@ -115,7 +115,8 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
     hyb = invert_images(ev.loaded, photos, cam_u, [all_items[first[k]].mask_full for k in unique],
                         steps=hybrid_steps, resolution=ev.res, progress=ev.progress, seed=ev.opt.seed,
                         measure_init=False, z_init=torch.stack(z_u).to(ev.device),
-                        refine_camera=prepared.refine_camera, lr=prepared.lr, camera_lr=prepared.camera_lr)
+                        refine_camera=prepared.refine_camera, lr=prepared.lr, camera_lr=prepared.camera_lr,
+                        latent_prior=ev.latent_prior)
     hybrid_s = time.perf_counter() - t0
     where = [unique.index(k) for k in keys]
     zs = [z_u[j] for j in where]

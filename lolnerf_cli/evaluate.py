@@ -74,6 +74,7 @@ class EvalOptions(EvalConfig):
     """One eval run's settings: EvalConfig's (defaults in config.py) and the device."""
 
     device: str = "auto"
+    latent_prior: float | None = None   # the inversions' latent prior weight (None: the run's invert.latent_prior)
 
 
 @dataclass
@@ -110,6 +111,9 @@ class Evaluator:
         self.loaded = load_model(run_dir, self.device)
         self.cfg = self.loaded.cfg
         self.res = int(self.cfg.train.resolution)
+        self.latent_prior = float(self.cfg.invert.latent_prior if self.opt.latent_prior is None else self.opt.latent_prior)
+        if self.latent_prior < 0:
+            raise ParamError("latent_prior", "must be 0 or more")
         self.train_items, train_extra = training_items(self.data_dir, self.loaded)
         self.training_fitted = cameras_fitted(train_extra)    # DATA/transforms.json written by fit-cameras
         self.align = FrameAligner(self.loaded, self.opt.frames, self.training_fitted)
@@ -170,7 +174,7 @@ class Evaluator:
             result = invert_images(self.loaded, [it.rgb for it in items], cams, [it.mask_full for it in items],
                                    steps=self.opt.invert_steps, resolution=self.res, progress=self.progress,
                                    seed=self.opt.seed, measure_init=False, refine_camera=refine_camera,
-                                   camera_lr=self.cfg.invert.camera_lr)
+                                   camera_lr=self.cfg.invert.camera_lr, latent_prior=self.latent_prior)
             lat = result.latents if isinstance(result.latents, torch.Tensor) else torch.as_tensor(result.latents)
             if lat.shape[0] != len(items):
                 raise RuntimeError(f"inversion returned {lat.shape[0]} latents for {len(items)} {what} images")
@@ -243,6 +247,7 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "lolnerf_version": __version__,
         "settings": {"subset": opt.subset, "invert_steps": opt.invert_steps, "seed": opt.seed,
+                     "latent_prior": ev.latent_prior,
                      "resolution": ev.res, "precision": ev.precision, "device": str(ev.device),
                      "novel": None if novel is None else str(novel.resolve()),
                      "heldout": None if heldout is None else str(heldout.resolve()),

@@ -97,7 +97,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
                   progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
                   rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True,
                   z_init: torch.Tensor | None = None, camera_lr: float = CAMERA_LR,
-                  basis: str = _DEFAULTS.latent_basis) -> InvertResult:
+                  basis: str = _DEFAULTS.latent_basis, latent_prior: float | None = None) -> InvertResult:
     """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
 
     Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
@@ -105,7 +105,8 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
     steps 0 returns the start unchanged (rendered and measured). refine_camera: also learn a rotation and
     translation correction of each camera, at learning rate camera_lr. basis: the coordinates the latent is
-    optimised in (latent_steps)."""
+    optimised in (latent_steps). latent_prior: weight of the table's Gaussian prior (latent_prior_of;
+    default: the run's invert.latent_prior)."""
     n = len(images)
     if n == 0:
         raise ValueError("no images to invert")
@@ -125,6 +126,10 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     pr = or_silent(progress)
 
     step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
+    prior_w = float(loaded.cfg.invert.latent_prior if latent_prior is None else latent_prior)
+    if not prior_w >= 0:
+        raise ParamError("latent_prior", f"must be 0 or more, got {prior_w:g}")
+    prior = LatentPrior(loaded.latents, prior_w) if prior_w > 0 else None
     z_out = z_start.cpu().clone()
     out_cams: list[Camera] = list(cams)
     history = np.zeros(steps)
@@ -135,7 +140,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
                                                 [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
-                                                precision, gen, task, camera_lr, step_dirs)
+                                                precision, gen, task, camera_lr, step_dirs, prior)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
@@ -180,8 +185,39 @@ def latent_steps(table: torch.Tensor, basis: str) -> torch.Tensor:
     return (axes * (std / std.mean())).T.flip(0).float()                   # [D, D], largest first
 
 
+class LatentPrior:
+    """The latent table's Gaussian (its mean and covariance, shrunk for small tables and floored like
+    latent_steps) as a loss:
+    weight x the mean over dimensions of the squared whitened principal coordinates of each latent, summed
+    over latents. A table row scores about weight x 1; the gradient pulls a latent towards the mean, least
+    along the directions in which the training objects differ most."""
+
+    def __init__(self, table: torch.Tensor, weight: float):
+        z = table.detach().double().cpu()
+        d = z.shape[1]
+        self.mean = z.mean(0).float().to(table.device)
+        if z.shape[0] < 2:
+            self.whiten = torch.eye(d, device=table.device)
+        else:
+            centred = z - z.mean(0)
+            cov = centred.T @ centred / (z.shape[0] - 1)
+            # shrunk towards its mean variance by D / (K + D): a table of few rows (K) does not confine a
+            # latent to the few directions its rows happen to span
+            shrink = d / (z.shape[0] + d)
+            mean_var = float(cov.diagonal().mean())
+            cov = (1 - shrink) * cov + torch.eye(d, dtype=cov.dtype) * (shrink * mean_var)
+            cov += torch.eye(d, dtype=cov.dtype) * (LATENT_FLOOR * mean_var + 1e-12)
+            var, axes = torch.linalg.eigh(cov)
+            self.whiten = (axes / var.clamp_min(1e-12).sqrt()).float().to(table.device)          # [D, D]
+        self.weight = float(weight)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """z [G, D] -> the prior's loss, a scalar."""
+        return self.weight * (((z - self.mean) @ self.whiten) ** 2).mean(1).sum()
+
+
 def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task,
-               camera_lr: float, step_dirs: torch.Tensor):
+               camera_lr: float, step_dirs: torch.Tensor, prior: LatentPrior | None = None):
     """Optimise the latents of one group of photos together, z = z0 + coef @ step_dirs (latent_steps) with Adam
     on coef. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
@@ -241,6 +277,10 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
 
         opt.zero_grad(set_to_none=True)
         finite, sums = backward_in_micro_batches(image_of_ray.shape[0], tc.micro_batch_rays, device, loss_of)
+        if prior is not None and finite:
+            prior_loss = prior(z0 + coef @ step_dirs)
+            prior_loss.backward()
+            sums["loss"] += float(prior_loss.detach())
         if not finite:
             opt.zero_grad(set_to_none=True)
             losses.append(float("nan"))

@@ -62,3 +62,10 @@ def test_overrides_are_type_checked(tmp_path):
         with pytest.raises(InputError, match=word) as exc:
             resolve_config(tmp_path, "tiny", False, {key: value})
         assert str(exc.value).startswith(key), str(exc.value)
+
+
+def test_a_negative_latent_prior_in_config_json_is_refused():
+    d = Config().to_dict()
+    d["invert"]["latent_prior"] = -0.1
+    with pytest.raises(InputError, match="invert.latent_prior must be 0 or more"):
+        config_from_dict(d, "run/config.json")

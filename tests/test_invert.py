@@ -46,8 +46,10 @@ def test_inversion_beats_the_mean_latent_on_an_unseen_photo(tiny, loaded):
     from lolnerf_cli.render import render_image
 
     photos = [_query(tiny, 0), _query(tiny, 1)]
+    # no latent prior: this 50-step model's table has hardly spread yet, so its Gaussian would hold the
+    # latent near the mean (the prior's own test is below)
     result = invert_images(loaded, [p[1] for p in photos], [p[2] for p in photos], [p[3] for p in photos],
-                           steps=40, seed=0)
+                           steps=40, seed=0, latent_prior=0.0)
     assert result.latents.shape == (2, loaded.latents.shape[1])
     assert len(result.psnr) == 2 and len(result.loss_history) == 40
     assert np.mean(result.loss_history[-5:]) < np.mean(result.loss_history[:5])
@@ -291,3 +293,41 @@ def test_raw_basis_is_the_old_optimisation(tiny, loaded):
     pca = invert_images(loaded, [rgb], [cam], [mask], steps=1, seed=3, measure_init=False, basis="pca", lr=0.01)
     coef = (pca.latents[0] - start) @ torch.linalg.pinv(latent_steps(loaded.latents, "pca"))
     assert torch.allclose(coef.abs(), torch.full_like(coef, 0.01), atol=1e-3)
+
+
+def test_latent_prior_is_the_tables_gaussian():
+    """LatentPrior scores a table row about `weight` on average (the mean squared whitened coordinate), the
+    table's mean 0, and an offset along a direction in which the rows hardly differ far more than the same
+    offset along the direction in which they differ most."""
+    from lolnerf_cli.invert import LatentPrior
+
+    gen = torch.Generator().manual_seed(1)
+    d = 5
+    axes = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))[0]
+    spread = torch.tensor([3.0, 1.5, 1.0, 0.5, 0.2], dtype=torch.float64)
+    rows = ((torch.randn(20000, d, generator=gen, dtype=torch.float64) * spread) @ axes.T - 1.0).float()
+    prior = LatentPrior(rows, 0.5)
+    per_row = float(prior(rows)) / rows.shape[0]
+    var = spread ** 2
+    floored = var / (var + 0.01 * var.mean())                # the 1 % variance floor (LATENT_FLOOR) lowers it
+    assert per_row == pytest.approx(0.5 * float(floored.mean()), rel=0.03)
+    assert float(prior(rows.mean(0, keepdim=True))) == pytest.approx(0.0, abs=1e-6)
+    wide = rows.mean(0) + axes[:, 0].float()
+    narrow = rows.mean(0) + axes[:, -1].float()
+    assert float(prior(narrow[None])) > 50 * float(prior(wide[None]))
+
+
+def test_latent_prior_keeps_an_inversion_near_the_training_latents(tiny, loaded):
+    """The same inversion with a strong prior ends closer to the table's Gaussian (lower prior score) and
+    fits the photo less closely than without one; a negative weight is refused."""
+    from lolnerf_cli.errors import ParamError
+    from lolnerf_cli.invert import LatentPrior, invert_images
+
+    _, rgb, cam, mask = _query(tiny, 0)
+    score = LatentPrior(loaded.latents, 1.0)
+    free = invert_images(loaded, [rgb], [cam], [mask], steps=30, seed=0, latent_prior=0.0)
+    held = invert_images(loaded, [rgb], [cam], [mask], steps=30, seed=0, latent_prior=1.0)
+    assert float(score(held.latents)) < 0.5 * float(score(free.latents))
+    assert held.psnr[0] < free.psnr[0]
+    with pytest.raises(ParamError, match="latent_prior"):
+        invert_images(loaded, [rgb], [cam], [mask], steps=1, latent_prior=-1.0)

@@ -40,6 +40,9 @@ def evaluate(
                                              help="With 'query' frames: the inversion also corrects each query view's "
                                                   "landmark-fitted camera, and the object's other views follow "
                                                   "the corrected camera."),
+    latent_prior: Optional[float] = typer.Option(None, "--latent-prior", min=0.0,
+                                                 help="Weight of the latent prior in every inversion (default: the "
+                                                      "run's invert.latent_prior; 0: none; docs/evaluation.md)."),
     encoder_steps: int = typer.Option(30, "--encoder-steps", min=1, help="With RUN/encoder.safetensors: optimisation "
                                                                          "steps of the hybrid answer (encoder + steps)."),
 ):
@@ -52,7 +55,7 @@ def evaluate(
         raise InputError("--upsample", "must be 0 (off) or at least 2")
     opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
                        frames=frames, upsample=upsample, encoder_steps=encoder_steps,
-                       refine_query_camera=refine_query_camera)
+                       refine_query_camera=refine_query_camera, latent_prior=latent_prior)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:

@@ -27,6 +27,11 @@ def invert(
                                      help="pca: move the latent along the latent table's principal axes, further "
                                           "along those in which the training objects differ more (converges faster); "
                                           "raw: along the latent's own coordinates (the old behaviour, with --lr 0.05)."),
+    latent_prior: Optional[float] = typer.Option(None, "--latent-prior", min=0.0,
+                                                 help="Weight of the pull towards the training latents' Gaussian "
+                                                      "(default: the run's invert.latent_prior; 0: none). It keeps "
+                                                      "a single photo from being fitted by a latent unlike any "
+                                                      "training object, which looks wrong from other angles."),
     refine_camera: Optional[bool] = typer.Option(None, "--refine-camera/--no-refine-camera",
                                                  help="Also learn a small rotation/translation correction of each camera "
                                                       "(default: on when the encoder gave the camera, off otherwise)."),
@@ -84,7 +89,7 @@ def invert(
                            steps=n_steps, resolution=resolution, lr=INVERT_LR if lr is None else lr,
                            progress=reporter(), refine_camera=refine_camera, seed=seed, z_init=z_init,
                            camera_lr=InvertConfig.encoder_camera_lr if use_encoder else InvertConfig.camera_lr,
-                           basis=latent_basis)
+                           basis=latent_basis, latent_prior=latent_prior)
     fit_ms = (time.perf_counter() - t1) * 1000.0 / len(photos)
     res = result.cameras[0].w
     cams = [{"file_path": str(p.path), "transform_matrix": c.c2w.round(6).tolist(), "fl_x": c.fx, "fl_y": c.fy,
@@ -92,6 +97,7 @@ def invert(
     save_latents(out, result.latents, loaded.model_hash, [str(p.path) for p in photos],
                  {"psnr": [round(v, 3) for v in result.psnr], "steps": n_steps, "resolution": res,
                   "refine_camera": refine_camera, "cameras": cams,
+                  "latent_prior": loaded.cfg.invert.latent_prior if latent_prior is None else latent_prior,
                   "start": "encoder" if use_encoder else "mean latent"})
     preview = write_preview(preview_path(out), loaded, result, names=[p.path.name for p in photos])
     for i, p in enumerate(photos):
