@@ -176,38 +176,39 @@ def latent_steps(table: torch.Tensor, basis: str) -> torch.Tensor:
     d = table.shape[1]
     if basis == "raw" or table.shape[0] < 2:
         return torch.eye(d)
-    z = table.detach().double().cpu()
-    centred = z - z.mean(0)
-    cov = centred.T @ centred / (z.shape[0] - 1)
-    cov += torch.eye(d, dtype=cov.dtype) * (LATENT_FLOOR * float(cov.diagonal().mean()) + 1e-12)
-    var, axes = torch.linalg.eigh(cov)                                      # ascending, columns
+    var, axes = table_spread(table)
     std = var.clamp_min(0).sqrt()
     return (axes * (std / std.mean())).T.flip(0).float()                   # [D, D], largest first
 
 
+def table_spread(table: torch.Tensor, shrink: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent table's covariance as (variances [D] ascending, principal axes [D, D] as columns), in
+    float64 on the CPU: shrunk towards its mean variance by `shrink` (0..1), then floored at LATENT_FLOOR of
+    that mean variance so that every direction keeps some spread. Needs at least 2 rows."""
+    z = table.detach().double().cpu()
+    d = z.shape[1]
+    centred = z - z.mean(0)
+    cov = centred.T @ centred / (z.shape[0] - 1)
+    mean_var = float(cov.diagonal().mean())
+    eye = torch.eye(d, dtype=cov.dtype)
+    cov = (1 - shrink) * cov + eye * (shrink * mean_var + LATENT_FLOOR * mean_var + 1e-12)
+    return torch.linalg.eigh(cov)
+
+
 class LatentPrior:
-    """The latent table's Gaussian (its mean and covariance, shrunk for small tables and floored like
-    latent_steps) as a loss:
-    weight x the mean over dimensions of the squared whitened principal coordinates of each latent, summed
-    over latents. A table row scores about weight x 1; the gradient pulls a latent towards the mean, least
-    along the directions in which the training objects differ most."""
+    """The latent table's Gaussian as a loss: weight x the mean over dimensions of the squared whitened
+    principal coordinates of each latent, summed over latents. A table row scores about weight x 1; the
+    gradient pulls a latent towards the mean, least along the directions in which the training objects
+    differ most. The covariance is table_spread's, shrunk by D / (K + D) for a table of K rows, so that a
+    small table does not confine a latent to the few directions its rows happen to span."""
 
     def __init__(self, table: torch.Tensor, weight: float):
-        z = table.detach().double().cpu()
-        d = z.shape[1]
-        self.mean = z.mean(0).float().to(table.device)
-        if z.shape[0] < 2:
+        k, d = table.shape
+        self.mean = table.detach().float().mean(0)
+        if k < 2:
             self.whiten = torch.eye(d, device=table.device)
         else:
-            centred = z - z.mean(0)
-            cov = centred.T @ centred / (z.shape[0] - 1)
-            # shrunk towards its mean variance by D / (K + D): a table of few rows (K) does not confine a
-            # latent to the few directions its rows happen to span
-            shrink = d / (z.shape[0] + d)
-            mean_var = float(cov.diagonal().mean())
-            cov = (1 - shrink) * cov + torch.eye(d, dtype=cov.dtype) * (shrink * mean_var)
-            cov += torch.eye(d, dtype=cov.dtype) * (LATENT_FLOOR * mean_var + 1e-12)
-            var, axes = torch.linalg.eigh(cov)
+            var, axes = table_spread(table, shrink=d / (k + d))
             self.whiten = (axes / var.clamp_min(1e-12).sqrt()).float().to(table.device)          # [D, D]
         self.weight = float(weight)
 
