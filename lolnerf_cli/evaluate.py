@@ -111,9 +111,9 @@ class Evaluator:
         self.loaded = load_model(run_dir, self.device)
         self.cfg = self.loaded.cfg
         self.res = int(self.cfg.train.resolution)
-        self.latent_prior = float(self.cfg.invert.latent_prior if self.opt.latent_prior is None else self.opt.latent_prior)
-        if self.latent_prior < 0:
-            raise ParamError("latent_prior", "must be 0 or more")
+        from .invert import latent_prior_weight
+
+        self.latent_prior = latent_prior_weight(self.loaded, self.opt.latent_prior)
         self.train_items, train_extra = training_items(self.data_dir, self.loaded)
         self.training_fitted = cameras_fitted(train_extra)    # DATA/transforms.json written by fit-cameras
         self.align = FrameAligner(self.loaded, self.opt.frames, self.training_fitted)

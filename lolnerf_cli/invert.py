@@ -105,7 +105,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
     steps 0 returns the start unchanged (rendered and measured). refine_camera: also learn a rotation and
     translation correction of each camera, at learning rate camera_lr. basis: the coordinates the latent is
-    optimised in (latent_steps). latent_prior: weight of the table's Gaussian prior (latent_prior_of;
+    optimised in (latent_steps). latent_prior: weight of the table's Gaussian prior (LatentPrior;
     default: the run's invert.latent_prior)."""
     n = len(images)
     if n == 0:
@@ -126,9 +126,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     pr = or_silent(progress)
 
     step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
-    prior_w = float(loaded.cfg.invert.latent_prior if latent_prior is None else latent_prior)
-    if not prior_w >= 0:
-        raise ParamError("latent_prior", f"must be 0 or more, got {prior_w:g}")
+    prior_w = latent_prior_weight(loaded, latent_prior)
     prior = LatentPrior(loaded.latents, prior_w) if prior_w > 0 else None
     z_out = z_start.cpu().clone()
     out_cams: list[Camera] = list(cams)
@@ -193,6 +191,15 @@ def table_spread(table: torch.Tensor, shrink: float = 0.0) -> tuple[torch.Tensor
     eye = torch.eye(d, dtype=cov.dtype)
     cov = (1 - shrink) * cov + eye * (shrink * mean_var + LATENT_FLOOR * mean_var + 1e-12)
     return torch.linalg.eigh(cov)
+
+
+def latent_prior_weight(loaded, weight: float | None) -> float:
+    """The latent prior's weight an inversion uses: `weight`, or the run's invert.latent_prior when None.
+    A negative weight is a ParamError."""
+    w = float(loaded.cfg.invert.latent_prior if weight is None else weight)
+    if not w >= 0:
+        raise ParamError("latent_prior", f"must be 0 or more, got {w:g}")
+    return w
 
 
 class LatentPrior:

@@ -48,7 +48,8 @@ def invert(
     from ..device import pick_device
     from ..errors import InputError
     from ..formats import save_latents
-    from ..invert import INVERT_LR, INVERT_STEPS, check_latent_basis, invert_images, load_photos, preview_path, write_preview
+    from ..invert import (INVERT_LR, INVERT_STEPS, check_latent_basis, invert_images, latent_prior_weight, load_photos,
+                          preview_path, write_preview)
     from ..model import load_model
 
     check_latent_basis(latent_basis)          # before the model loads
@@ -97,7 +98,7 @@ def invert(
     save_latents(out, result.latents, loaded.model_hash, [str(p.path) for p in photos],
                  {"psnr": [round(v, 3) for v in result.psnr], "steps": n_steps, "resolution": res,
                   "refine_camera": refine_camera, "cameras": cams,
-                  "latent_prior": loaded.cfg.invert.latent_prior if latent_prior is None else latent_prior,
+                  "latent_prior": latent_prior_weight(loaded, latent_prior),
                   "start": "encoder" if use_encoder else "mean latent"})
     preview = write_preview(preview_path(out), loaded, result, names=[p.path.name for p in photos])
     for i, p in enumerate(photos):
