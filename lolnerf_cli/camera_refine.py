@@ -52,8 +52,8 @@ def axis_angle_matrix(w: torch.Tensor) -> torch.Tensor:
 
 def apply_corrections(c2w: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """Cameras [N, 4, 4] (or [N, 3, 4]) with corrections delta [N, 6] = (w, tau) applied -> [N, 3, 4]. The
-    rotation turns the camera about the object frame's origin (`invert.corrected_c2w`'s turns it about its
-    own centre, in camera axes: right for one photo whose object may sit anywhere in the image)."""
+    rotation turns the camera about the object frame's origin (inversion's correction does the same by
+    default: `invert.corrected_c2w`)."""
     rot = axis_angle_matrix(delta[:, :3].to(c2w.dtype))
     r = rot @ c2w[:, :3, :3]
     t = (rot @ c2w[:, :3, 3:4]).squeeze(-1) + delta[:, 3:].to(c2w.dtype)

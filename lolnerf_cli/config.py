@@ -48,6 +48,7 @@ _MODEL_KEYS_LEGACY = {"encoding": "pe", "proposal_levels": 0, "proposal_width": 
 
 
 SAMPLERS = ("hierarchical", "proposal")   # the values of render.sampler
+CAMERA_PIVOTS = ("object", "camera")      # the values of invert.camera_pivot
 
 
 def check_sampler(value: Any, where: str, flag: bool = False) -> None:
@@ -124,7 +125,9 @@ class InvertConfig:
     latent_prior: float = 1e-3    # weight of the latent table's Gaussian prior (mean squared whitened principal
                                   # coordinate of each photo's latent, beside its RGB loss); 0: none
     camera_lr: float = 2e-3       # Adam learning rate of the camera correction (radians / scene units)
-    encoder_camera_lr: float = 5e-3  # ... when the camera came from the encoder (optimised with the latent by default)
+    camera_pivot: str = "object"  # the correction turns the camera about the object frame's origin ("object": the
+                                  # way landmark fits and encoders err) or about its own centre ("camera", the old way)
+    encoder_camera_lr: float = 2e-3  # ... when the camera came from the encoder (optimised with the latent by default)
     rays_per_image: int = 512     # random pixels of each photo per step (all pixels when the image is smaller)
     max_rays_per_step: int = 16384  # photos are optimised in groups so that one step renders at most this many rays
     novel_yaw_deg: float = 30.0   # the "novel view" of previews: the input camera turned this far about +Y
@@ -157,8 +160,8 @@ class EvalConfig:
     upsample: int = 0             # >= 2: also score novel views rendered this many times finer (synth data)
     encoder_steps: int = 30       # with RUN/encoder.safetensors: optimisation steps of the "hybrid" answer
     encoder_refine_camera: bool = True  # ... which also optimise the encoder's camera (as `invert` does)
-    refine_query_camera: bool = False   # "query" frames: the inversion also corrects the landmark-fitted query
-                                        # camera, and the other views follow it
+    refine_query_camera: bool = True    # "query" frames: the inversion also corrects the landmark-fitted query
+                                        # camera (as `invert` does), and the other views follow it
 
 
 @dataclass
@@ -219,6 +222,9 @@ class Config:
             raise InputError(where, f"render.image_sample_factor must be at least 1, got {r.image_sample_factor}")
         if not self.invert.latent_prior >= 0:
             raise InputError(where, f"invert.latent_prior must be 0 or more, got {self.invert.latent_prior:g}")
+        if self.invert.camera_pivot not in CAMERA_PIVOTS:
+            raise InputError(where, f"invert.camera_pivot must be one of {', '.join(CAMERA_PIVOTS)}, "
+                                    f"got '{self.invert.camera_pivot}'")
         return self
 
 

@@ -3,7 +3,8 @@
 Every photo starts at the mean of the latent table and is optimised with Adam for a fixed number of
 steps on the training losses (RGB L2 on random pixel batches, the mask loss where a mask exists, the
 hard-surface loss), all photos of a group together: each ray is paired with its own photo's latent.
-Optionally a small rotation/translation correction of each camera is learned too (`refine_camera`).
+Optionally a small rotation/translation correction of each camera is learned too (`refine_camera`; the
+camera turns about the object, `invert.camera_pivot`): `lolnerf invert` does so for estimated cameras.
 
 Shapes: N photos, P pixels per photo per step, R = N * P rays, D latent width, H = W = resolution."""
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .cameras import Camera, focal_from_fov, pixel_rays
-from .config import InvertConfig
+from .config import CAMERA_PIVOTS, InvertConfig
 from .device import resolve_precision
 from .errors import InputError, ParamError
 from .formats import first_shared_stem
@@ -57,8 +58,18 @@ def _skew(w: torch.Tensor) -> torch.Tensor:
                         torch.stack([-w[:, 1], w[:, 0], z], -1)], -2)
 
 
-def corrected_c2w(c2w: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-    """c2w [N, 4, 4] composed with a camera-frame correction exp([rot]) [N, 3] and translation [N, 3]."""
+def corrected_c2w(c2w: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, pivot: str = "object") -> torch.Tensor:
+    """c2w [N, 4, 4] with a correction: rotation rot [N, 3] (axis-angle) and translation trans [N, 3].
+
+    pivot "object": the camera turns about the object frame's origin, then moves by trans (object-frame
+    axes; camera_refine.apply_corrections, as training's refinement does), the way a landmark fit or an
+    encoder errs: the object stays where it was in the image. "camera": it turns about its own centre in camera axes
+    (c2w @ [exp(rot) | trans]), which also slides the object across the image."""
+    if pivot == "object":
+        from .camera_refine import apply_corrections
+
+        out = apply_corrections(c2w, torch.cat([rot, trans], -1))
+        return torch.cat([out, c2w[:, 3:4]], 1)
     delta = torch.zeros_like(c2w)
     delta[:, :3, :3] = torch.linalg.matrix_exp(_skew(rot))
     delta[:, :3, 3] = trans
@@ -97,14 +108,16 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
                   progress: Progress | None = None, refine_camera: bool = False, seed: int = 0,
                   rays_per_image: int = RAYS_PER_IMAGE, measure_init: bool = True,
                   z_init: torch.Tensor | None = None, camera_lr: float = CAMERA_LR,
-                  basis: str = _DEFAULTS.latent_basis, latent_prior: float | None = None) -> InvertResult:
+                  basis: str = _DEFAULTS.latent_basis, latent_prior: float | None = None,
+                  camera_pivot: str | None = None) -> InvertResult:
     """Fit one latent per photo (uint8 RGB [H, W, 3]) seen through `cameras`, network frozen.
 
     Photos (and masks, float in [0, 1] or uint8) are resized to `resolution` (default: the training
     resolution) square, as in training, and the cameras scaled to match. Deterministic for a seed.
     z_init [N, D]: each photo's starting latent (an encoder's answer; default: the table's mean); with it,
     steps 0 returns the start unchanged (rendered and measured). refine_camera: also learn a rotation and
-    translation correction of each camera, at learning rate camera_lr. basis: the coordinates the latent is
+    translation correction of each camera, at learning rate camera_lr, turning it about camera_pivot
+    (corrected_c2w; default: the run's invert.camera_pivot). basis: the coordinates the latent is
     optimised in (latent_steps). latent_prior: weight of the table's Gaussian prior (LatentPrior;
     default: the run's invert.latent_prior)."""
     n = len(images)
@@ -127,6 +140,9 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
 
     step_dirs = latent_steps(loaded.latents, basis).to(device)                                  # [D, D]
     prior_w = latent_prior_weight(loaded, latent_prior)
+    pivot = loaded.cfg.invert.camera_pivot if camera_pivot is None else camera_pivot
+    if pivot not in CAMERA_PIVOTS:
+        raise ParamError("camera_pivot", f"must be one of {', '.join(CAMERA_PIVOTS)}, got '{pivot}'")
     prior = LatentPrior(loaded.latents, prior_w) if prior_w > 0 else None
     z_out = z_start.cpu().clone()
     out_cams: list[Camera] = list(cams)
@@ -138,7 +154,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],
                                                 [cams[i] for i in idx], z_start[idx], steps, lr, refine_camera, p,
-                                                precision, gen, task, camera_lr, step_dirs, prior)
+                                                precision, gen, task, camera_lr, step_dirs, prior, pivot)
             z_out[idx] = z_fit.cpu()
             history += np.asarray(losses) * len(idx) / n
             for j, i in enumerate(idx):
@@ -225,7 +241,7 @@ class LatentPrior:
 
 
 def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, precision, gen, task,
-               camera_lr: float, step_dirs: torch.Tensor, prior: LatentPrior | None = None):
+               camera_lr: float, step_dirs: torch.Tensor, prior: LatentPrior | None = None, pivot: str = "object"):
     """Optimise the latents of one group of photos together, z = z0 + coef @ step_dirs (latent_steps) with Adam
     on coef. Returns (z [G, D], c2w [G, 4, 4] numpy, losses)."""
     from .render import render_rays
@@ -273,7 +289,7 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
         def loss_of(sl: slice):
             # per-photo means summed over photos (each photo's gradient does not depend on the group
             # size): every term over this micro-batch's rays / p, so that micro-batches add up
-            c2w = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
+            c2w = corrected_c2w(c2w0, rot, trans, pivot) if refine_camera else c2w0
             img = image_of_ray[sl]
             k = intr[img]
             origins, dirs = pixel_rays(c2w[img], k[:, 0], k[:, 1], k[:, 2], k[:, 3], u[sl], v[sl])
@@ -298,7 +314,7 @@ def _fit_group(loaded, targets, masks, cams, z0, steps, lr, refine_camera, p, pr
         losses.append(sums["loss"] / g)
         task.advance(1, loss=losses[-1], psnr=psnr_from_mse(sums["rgb"] / g))
     with torch.no_grad():
-        c2w_final = corrected_c2w(c2w0, rot, trans) if refine_camera else c2w0
+        c2w_final = corrected_c2w(c2w0, rot, trans, pivot) if refine_camera else c2w0
         z = z0 + coef @ step_dirs
     return z, c2w_final.detach().cpu().double().numpy(), losses
 

@@ -228,14 +228,14 @@ def test_windowed_nerf_encoding_scales_each_octave():
 
 
 @pytest.mark.slow
-def test_eval_can_refine_the_query_camera_and_the_views_follow_it(fitted_data, tmp_path):
+def test_eval_refines_the_query_camera_by_default_and_the_views_follow_it(fitted_data, tmp_path):
     from lolnerf_cli.evaluate import EvalOptions, evaluate
 
     run = tmp_path / "run"
     Trainer(fitted_data, run, _cfg(run, steps=8)).fit()
-    base = evaluate(fitted_data, run, tmp_path / "a.json", options=EvalOptions(subset=2, invert_steps=3), figure=False)
-    ref = evaluate(fitted_data, run, tmp_path / "b.json",
-                   options=EvalOptions(subset=2, invert_steps=3, refine_query_camera=True), figure=False)
+    base = evaluate(fitted_data, run, tmp_path / "a.json",
+                    options=EvalOptions(subset=2, invert_steps=3, refine_query_camera=False), figure=False)
+    ref = evaluate(fitted_data, run, tmp_path / "b.json", options=EvalOptions(subset=2, invert_steps=3), figure=False)
     assert base.metrics["novel"]["query_camera_refined"] is False
     assert ref.metrics["novel"]["query_camera_refined"] is True and ref.metrics["heldout"]["query_camera_refined"]
     assert base.metrics["novel"]["frames"] == "query"

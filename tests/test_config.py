@@ -69,3 +69,11 @@ def test_a_negative_latent_prior_in_config_json_is_refused():
     d["invert"]["latent_prior"] = -0.1
     with pytest.raises(InputError, match="invert.latent_prior must be 0 or more"):
         config_from_dict(d, "run/config.json")
+
+
+def test_an_unknown_camera_pivot_in_config_json_is_refused():
+    d = Config().to_dict()
+    assert d["invert"]["camera_pivot"] == "object"
+    d["invert"]["camera_pivot"] = "world"
+    with pytest.raises(InputError, match="invert.camera_pivot must be one of object, camera, got 'world'"):
+        config_from_dict(d, "run/config.json")

@@ -78,6 +78,31 @@ def test_inversion_is_deterministic_and_batch_independent(tiny, loaded):
     assert not torch.equal(r1.latents, r3.latents)
 
 
+def test_object_pivot_turns_the_camera_about_the_origin():
+    """invert.camera_pivot: "object" orbits the camera about the object frame's origin (the origin stays at
+    the same pixel, the camera stays as far from it); "camera" turns it about its own centre."""
+    from lolnerf_cli.cameras import look_at
+    from lolnerf_cli.invert import corrected_c2w
+
+    c2w = torch.tensor(look_at(np.array([0.4, 0.3, 2.6]), np.zeros(3)), dtype=torch.float32)[None]
+    rot = torch.tensor([[0.02, -0.05, 0.01]])
+    zero = torch.zeros(1, 3)
+
+    def origin_in_camera(m):                      # the object frame's origin in camera coordinates
+        r, t = m[0, :3, :3], m[0, :3, 3]
+        return r.T @ (-t)
+
+    orbit = corrected_c2w(c2w, rot, zero, "object")
+    assert orbit.shape == (1, 4, 4) and torch.allclose(orbit[0, 3], torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    assert torch.allclose(origin_in_camera(orbit), origin_in_camera(c2w), atol=1e-5)    # same pixel, same depth
+    assert not torch.allclose(orbit, c2w, atol=1e-3)
+    turned = corrected_c2w(c2w, rot, zero, "camera")
+    assert torch.allclose(turned[0, :3, 3], c2w[0, :3, 3])                              # the centre stays
+    assert not torch.allclose(origin_in_camera(turned), origin_in_camera(c2w), atol=1e-3)
+    moved = corrected_c2w(c2w, zero, torch.tensor([[0.0, 0.0, 0.1]]), "object")
+    assert torch.allclose(moved[0, :3, 3] - c2w[0, :3, 3], torch.tensor([0.0, 0.0, 0.1]), atol=1e-6)
+
+
 @pytest.mark.slow
 def test_refine_camera_learns_a_small_correction(tiny, loaded):
     from lolnerf_cli.invert import invert_images
@@ -97,6 +122,7 @@ def test_refine_camera_learns_a_small_correction(tiny, loaded):
 @pytest.mark.slow
 def test_cli_invert_with_cameras_writes_latents_and_preview(tiny, loaded, tmp_path):
     from lolnerf_cli.formats import load_latents
+    from lolnerf_cli.invert import cameras_from_transforms
 
     paths = [tiny.holdout / "images" / "h0000_q.png", tiny.holdout / "images" / "h0001_v00.png"]
     out = tmp_path / "inv" / "faces.safetensors"
@@ -106,6 +132,10 @@ def test_cli_invert_with_cameras_writes_latents_and_preview(tiny, loaded, tmp_pa
     z, sources, meta = load_latents(out, loaded.model_hash, loaded.latents.shape[1])
     assert z.shape == (2, loaded.latents.shape[1]) and sources == [str(p) for p in paths]
     assert len(json.loads(meta["psnr"])) == 2
+    assert json.loads(meta["refine_camera"]) is False and "camera_pivot" not in meta   # given cameras are kept
+    cams = json.loads(meta["cameras"])
+    given = cameras_from_transforms(paths, tiny.holdout / "transforms.json")
+    assert np.allclose(np.asarray(cams[0]["transform_matrix"]), given[0].c2w, atol=1e-5)
     preview = np.asarray(Image.open(tmp_path / "inv" / "faces_preview.png").convert("RGB"))
     k = -(-SHEET_MIN_TILE // RES)                  # each tile enlarged by a whole factor to >= SHEET_MIN_TILE px
     assert preview.shape[1] == 3 * k * RES + 4 * SHEET_PAD                # columns: photo | reconstruction | novel
@@ -219,6 +249,10 @@ def test_cli_invert_with_a_landmarks_file_fits_the_camera_to_run_keypoints(tiny,
                   str(tiny.data / "holdout" / "landmarks.json"), "--out", str(out), "--steps", "3", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "camera: landmarks" in res.stdout
+    from lolnerf_cli.formats import load_latents
+
+    meta = load_latents(out)[2]                  # a landmark camera is estimated: refined about the object
+    assert json.loads(meta["refine_camera"]) is True and meta["camera_pivot"] == "object"
     other = tmp_path / "lm.json"
     lm = _json.loads((tiny.data / "holdout" / "landmarks.json").read_text())
     lm["frames"] = [f for f in lm["frames"] if "h0000" not in f["file_path"]]

@@ -33,8 +33,9 @@ def invert(
                                                       "a single photo from being fitted by a latent unlike any "
                                                       "training object, which looks wrong from other angles."),
     refine_camera: Optional[bool] = typer.Option(None, "--refine-camera/--no-refine-camera",
-                                                 help="Also learn a small rotation/translation correction of each camera "
-                                                      "(default: on when the encoder gave the camera, off otherwise)."),
+                                                 help="Also learn a small correction of each camera: a turn about the "
+                                                      "object and a shift (default: on when the camera was estimated, "
+                                                      "by the encoder or from landmarks; off with --camera)."),
     focal: Optional[float] = typer.Option(None, "--focal", min=1.0, help="Focal length in pixels for cameras fitted from landmarks "
                                                                          "(default: the training cameras' field of view)."),
     no_mask: bool = typer.Option(False, "--no-mask", help="Ignore masks (DATA/masks/<stem>.png, alpha channels, segmentation)."),
@@ -82,8 +83,8 @@ def invert(
         photos = load_photos(loaded, images, camera, use_masks=not no_mask, focal=focal, landmarks_file=landmarks)
         camera_ms = [(time.perf_counter() - t0) * 1000.0 / len(photos)] * len(photos)
     n_steps = INVERT_STEPS if steps is None else steps
-    if refine_camera is None:
-        refine_camera = use_encoder
+    if refine_camera is None:                 # estimated cameras are a few degrees off; given ones are kept
+        refine_camera = camera is None
     refine_camera = refine_camera and n_steps > 0
     t1 = time.perf_counter()
     result = invert_images(loaded, [p.rgb for p in photos], [p.camera for p in photos], [p.mask for p in photos],
@@ -98,6 +99,7 @@ def invert(
     save_latents(out, result.latents, loaded.model_hash, [str(p.path) for p in photos],
                  {"psnr": [round(v, 3) for v in result.psnr], "steps": n_steps, "resolution": res,
                   "refine_camera": refine_camera, "cameras": cams,
+                  **({"camera_pivot": loaded.cfg.invert.camera_pivot} if refine_camera else {}),
                   "latent_prior": latent_prior_weight(loaded, latent_prior),
                   "start": "encoder" if use_encoder else "mean latent"})
     preview = write_preview(preview_path(out), loaded, result, names=[p.path.name for p in photos])

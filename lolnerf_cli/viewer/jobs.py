@@ -135,7 +135,7 @@ def invert_photo(loaded, path: Path, folder: Path, steps: int, progress: Progres
         mask, msrc = mask_for_photo(path, rgb, alpha, segment=False)
         photo = PhotoInput(path, rgb, cam, mask, f"the mean training view ({exc.reason})", msrc)
     result = invert_images(loaded, [photo.rgb], [photo.camera], [photo.mask], steps=steps, progress=progress,
-                           measure_init=False)
+                           measure_init=False, refine_camera=True)    # estimated cameras, as `invert` refines them
     latent = folder / f"{path.stem}.safetensors"
     save_latents(latent, result.latents, loaded.model_hash, [str(path)],
                  {"psnr": [round(result.psnr[0], 3)], "steps": steps, "camera_source": photo.camera_source})
