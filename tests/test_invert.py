@@ -5,6 +5,7 @@ writes a latent file and a preview; bad inputs are exit 2 with one line naming t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,7 @@ def test_cli_invert_with_cameras_writes_latents_and_preview(tiny, loaded, tmp_pa
     assert tops, "the first photo, enlarged, is the preview's first tile"
     assert preview[:tops[0], x:x + k * RES].min() < 100                   # dark caption text above it
     assert "h0000_q.png: PSNR" in res.stdout and "masks/h0000_q.png" in res.stdout
+    assert "corrected by" not in res.stdout                                # a given camera is not refined
     # the file works with `render`
     res = invoke(["render", "--model", str(tiny.run), "--latent", str(out), "--row", "1", "--camera",
                   str(tiny.holdout / "transforms.json"), "--out", str(tmp_path / "r"), "--resolution", "8"])
@@ -251,6 +253,7 @@ def test_cli_invert_with_a_landmarks_file_fits_the_camera_to_run_keypoints(tiny,
     assert "camera: landmarks" in res.stdout
     from lolnerf_cli.formats import load_latents
 
+    assert re.search(r"corrected by \d+\.\d deg", res.stdout)
     meta = load_latents(out)[2]                  # a landmark camera is estimated: refined about the object
     assert json.loads(meta["refine_camera"]) is True and meta["camera_pivot"] == "object"
     other = tmp_path / "lm.json"

@@ -110,10 +110,20 @@ def invert(
                 f"PSNR {result.psnr_init[i]:.2f} ({start}) -> {result.psnr[i]:.2f} dB ({n_steps} steps)")
         stage = "encoder" if use_encoder else "reading + camera"
         times = f"{stage} {_ms(camera_ms[i])}" + (f", optimisation {_ms(fit_ms)}" if n_steps else "")
-        console.print(f"{p.path}: {psnr}; time: {times} (camera: {p.camera_source}{mask})", soft_wrap=True,
+        moved = f", corrected by {_turn_deg(p.camera.c2w, result.cameras[i].c2w):.1f} deg" if refine_camera else ""
+        console.print(f"{p.path}: {psnr}; time: {times} (camera: {p.camera_source}{moved}{mask})", soft_wrap=True,
                       markup=False)
     console.print(f"latents: {out} [{result.latents.shape[0]} x {result.latents.shape[1]}]   preview: {preview}",
                   soft_wrap=True, markup=False)
+
+
+def _turn_deg(c2w_a, c2w_b) -> float:
+    """The angle in degrees between two cameras' orientations."""
+    import numpy as np
+
+    from ..camera_refine import rotation_angle_deg
+
+    return float(rotation_angle_deg(np.asarray(c2w_a)[None, :3, :3], np.asarray(c2w_b)[None, :3, :3])[0])
 
 
 def _ms(ms: float) -> str:
