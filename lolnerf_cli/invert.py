@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .camera_refine import apply_corrections, axis_angle_matrix
 from .cameras import Camera, focal_from_fov, pixel_rays
 from .config import CAMERA_PIVOTS, InvertConfig
 from .device import resolve_precision
@@ -50,28 +51,19 @@ class InvertResult:
 
 
 # ----------------------------------------------------------------------------------------- camera correction
-def _skew(w: torch.Tensor) -> torch.Tensor:
-    """w [N, 3] -> skew-symmetric [N, 3, 3] with K v = w x v."""
-    z = torch.zeros_like(w[:, 0])
-    return torch.stack([torch.stack([z, -w[:, 2], w[:, 1]], -1),
-                        torch.stack([w[:, 2], z, -w[:, 0]], -1),
-                        torch.stack([-w[:, 1], w[:, 0], z], -1)], -2)
-
-
 def corrected_c2w(c2w: torch.Tensor, rot: torch.Tensor, trans: torch.Tensor, pivot: str = "object") -> torch.Tensor:
     """c2w [N, 4, 4] with a correction: rotation rot [N, 3] (axis-angle) and translation trans [N, 3].
 
     pivot "object": the camera turns about the object frame's origin, then moves by trans (object-frame
     axes; camera_refine.apply_corrections, as training's refinement does), the way a landmark fit or an
-    encoder errs: the object stays where it was in the image. "camera": it turns about its own centre in camera axes
-    (c2w @ [exp(rot) | trans]), which also slides the object across the image."""
+    encoder errs: the object stays where it was in the image. "camera": it turns about its own centre in
+    camera axes (c2w @ [exp(rot) | trans]), which also slides the object across the image. Both build the
+    rotation with camera_refine.axis_angle_matrix."""
     if pivot == "object":
-        from .camera_refine import apply_corrections
-
         out = apply_corrections(c2w, torch.cat([rot, trans], -1))
         return torch.cat([out, c2w[:, 3:4]], 1)
     delta = torch.zeros_like(c2w)
-    delta[:, :3, :3] = torch.linalg.matrix_exp(_skew(rot))
+    delta[:, :3, :3] = axis_angle_matrix(rot)
     delta[:, :3, 3] = trans
     delta[:, 3, 3] = 1.0
     return c2w @ delta
