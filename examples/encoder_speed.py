@@ -1,6 +1,7 @@
 """Time one encoder pass (batch of 1, warm) the way `lolnerf invert` runs it: wall and process CPU time.
 
-    python examples/encoder_speed.py [RESOLUTION] [LATENT_DIM]      (default 64 64: the `cpu` preset)
+    python examples/encoder_speed.py [RESOLUTION] [LATENT_DIM] [MEMBERS]   (default 64 64 3: the `cpu` preset,
+                                                                           train-encoder's default ensemble)
 
 The network's weights do not change its cost, so a freshly built encoder of the run's shape is timed."""
 
@@ -16,15 +17,17 @@ from lolnerf_cli.encoder import EncoderConfig, ImageEncoder, encode
 def main() -> None:
     res = int(sys.argv[1]) if len(sys.argv) > 1 else 64
     dim = int(sys.argv[2]) if len(sys.argv) > 2 else 64
-    enc = ImageEncoder(EncoderConfig(resolution=res, latent_dim=dim)).eval()
+    members = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    enc = ImageEncoder(EncoderConfig(resolution=res, latent_dim=dim, members=members)).eval()
     n_params = sum(p.numel() for p in enc.parameters())
     macs = 0
-    side, c_in = res, 3
-    for m in enc.features:
-        if isinstance(m, torch.nn.Conv2d):
-            side = (side + 2 - 3) // m.stride[0] + 1
-            macs += side * side * m.in_channels * m.out_channels * 9
-    macs += sum(m.in_features * m.out_features for m in enc.head if isinstance(m, torch.nn.Linear))
+    for member in enc.members:
+        side = res
+        for m in member.features:
+            if isinstance(m, torch.nn.Conv2d):
+                side = (side + 2 - 3) // m.stride[0] + 1
+                macs += side * side * m.in_channels * m.out_channels * 9
+        macs += sum(m.in_features * m.out_features for m in member.head if isinstance(m, torch.nn.Linear))
     img = (np.random.default_rng(0).random((res, res, 3)) * 255).astype(np.uint8)
     encode(enc, [img])                                   # warm-up
     wall, cpu = [], []
@@ -33,7 +36,7 @@ def main() -> None:
         encode(enc, [img])
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    print(f"{res} px, {n_params / 1e6:.2f} M parameters, {macs / 1e6:.0f} M multiply-adds per photo; "
+    print(f"{res} px, {members} member(s), {n_params / 1e6:.2f} M parameters, {macs / 1e6:.0f} M multiply-adds per photo; "
           f"wall median {np.median(wall) * 1000:.1f} ms (min {np.min(wall) * 1000:.1f}), "
           f"CPU median {np.median(cpu) * 1000:.1f} ms")
 

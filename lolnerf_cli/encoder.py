@@ -35,6 +35,7 @@ from .errors import InputError
 ENCODER_FORMAT = "lolnerf-encoder"
 ENCODER_FILE = "encoder.safetensors"
 ENCODER_JSON = "encoder.json"
+MAX_MEMBERS = 16                # networks in one encoder file
 
 
 @dataclass
@@ -44,6 +45,7 @@ class EncoderConfig:
     width: int = 32             # channels of the first stage (doubling per stage, capped at max_width)
     max_width: int = 256
     hidden: int = 256           # the head's hidden layer
+    members: int = 1            # networks averaged (an ensemble); a file without the key holds one
     fov: float = 30.0           # degrees; the camera's focal length (RUN/view.json's mean field of view)
     model_hash: str = ""        # the model this encoder belongs to
 
@@ -51,9 +53,11 @@ class EncoderConfig:
         r = self.resolution
         if r < 8:
             raise InputError(where, f"encoder resolution must be at least 8 pixels, got {r}")
-        for name in ("latent_dim", "width", "max_width", "hidden"):
+        for name in ("latent_dim", "width", "max_width", "hidden", "members"):
             if int(getattr(self, name)) < 1:
                 raise InputError(where, f"encoder '{name}' must be positive")
+        if int(self.members) > MAX_MEMBERS:
+            raise InputError(where, f"encoder 'members' must be at most {MAX_MEMBERS}, got {self.members}")
         if not 1.0 < float(self.fov) < 179.0:
             raise InputError(where, f"encoder field of view must lie between 1 and 179 degrees, got {self.fov}")
         return self
@@ -81,6 +85,15 @@ def _gram_schmidt(six: torch.Tensor) -> torch.Tensor:
     y = F.normalize(b - (x * b).sum(-1, keepdim=True) * x, dim=-1)
     z = torch.cross(x, y, dim=-1)
     return torch.stack([x, y, z], dim=-1)
+
+
+def nearest_rotation(m: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] -> the nearest rotation matrices (Frobenius norm), by SVD with the determinant kept at +1."""
+    u, _, vh = torch.linalg.svd(m)
+    d = torch.det(u @ vh)
+    fix = torch.ones(*m.shape[:-2], 3, dtype=m.dtype, device=m.device)
+    fix[..., 2] = d.sign()
+    return u @ torch.diag_embed(fix) @ vh
 
 
 def rotation_to_six(rot: torch.Tensor) -> torch.Tensor:
@@ -119,15 +132,14 @@ def rotation_error_deg(r_pred: np.ndarray, r_true: np.ndarray) -> float:
     return float(rotation_angle_deg(np.asarray(r_pred, np.float64)[None], np.asarray(r_true, np.float64)[None])[0])
 
 
-class ImageEncoder(nn.Module):
-    """Photo [B, 3, R, R] in [0, 1] -> (z [B, D], rotation [B, 3, 3], (a, b, log d) [B, 3]).
+class _Member(nn.Module):
+    """One network of the ensemble: photo [B, 3, R, R] in [-1, 1] -> raw outputs [B, D + 9].
 
     Stride-2 stages (conv 3x3 s2 + conv 3x3, GroupNorm, SiLU) down to 4 x 4 or less, flattened (where things
     are matters for the camera), one hidden layer, one linear head."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        self.cfg = cfg
         layers: list[nn.Module] = []
         c_in, side, i = 3, cfg.resolution, 0
         while side > 4:
@@ -141,6 +153,22 @@ class ImageEncoder(nn.Module):
         with torch.no_grad():                       # start at the mean answer
             self.head[-1].weight.mul_(0.1)
             self.head[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ImageEncoder(nn.Module):
+    """Photo [B, 3, R, R] in [0, 1] -> (z [B, D], rotation [B, 3, 3], (a, b, log d) [B, 3]).
+
+    `cfg.members` networks (_Member), each trained on its own batches from its own initialisation; the
+    answer is their mean: the latents and (a, b, log d) averaged, the rotations averaged and projected back
+    onto the rotations (the nearest one, by SVD). One member answers alone, exactly as before ensembles."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(_Member(cfg) for _ in range(int(cfg.members)))
         d = cfg.latent_dim
         self.register_buffer("z_mean", torch.zeros(d))
         self.register_buffer("z_std", torch.ones(d))
@@ -154,20 +182,25 @@ class ImageEncoder(nn.Module):
             self.z_std.copy_(latents.float().std(0).clamp_min(1e-4) if latents.shape[0] > 1
                              else torch.ones_like(self.z_std))
             rot, abd = camera_params(c2w.double())
-            mean_rot = torch.linalg.svd(rot.mean(0))           # nearest rotation to the mean matrix
-            r = mean_rot.U @ mean_rot.Vh
-            if torch.det(r) < 0:
-                r = mean_rot.U @ torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=r.dtype)) @ mean_rot.Vh
+            r = nearest_rotation(rot.mean(0))                  # nearest rotation to the mean matrix
             self.six_mean.copy_(rotation_to_six(r).float())
             self.abd_mean.copy_(abd.mean(0).float())
 
-    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.head(self.features(img * 2.0 - 1.0))
+    def member_answer(self, i: int, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Member i's own answer (what training supervises)."""
+        out = self.members[i](img * 2.0 - 1.0)
         d = self.cfg.latent_dim
         z = self.z_mean + self.z_std * out[:, :d]
         rot = _gram_schmidt(self.six_mean + out[:, d:d + 6])
         abd = self.abd_mean + out[:, d + 6:]
         return z, rot, abd
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        answers = [self.member_answer(i, img) for i in range(len(self.members))]
+        if len(answers) == 1:
+            return answers[0]
+        z, rot, abd = (torch.stack(a).mean(0) for a in zip(*answers))
+        return z, nearest_rotation(rot), abd
 
     def focal(self) -> float:
         return focal_from_fov(self.cfg.fov, self.cfg.resolution)
@@ -249,6 +282,8 @@ def encoder_from_tensors(path: Path, tensors: dict, meta: dict, model_hash: str 
     if latent_dim is not None and cfg.latent_dim != latent_dim:
         raise InputError(path, f"predicts {cfg.latent_dim}-d latents but the model's are {latent_dim}-d")
     enc = ImageEncoder(cfg)
+    if cfg.members == 1 and not any(k.startswith("members.") for k in tensors):   # written before ensembles
+        tensors = {(f"members.0.{k}" if k.startswith(("features.", "head.")) else k): v for k, v in tensors.items()}
     expected = enc.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -11,8 +11,9 @@ camera). Two answers are scored: "encoder" (that latent at that camera, nothing 
   novel section uses for landmark-fitted query cameras), scored on the object's pixels;
 - camera: the rotation error (degrees) of the encoder's camera against the query's known camera, and,
   beside it, of the camera fitted to the same photo's landmarks (RUN/keypoints.json, the query's own
-  intrinsics). Only when the folder's cameras are in the model's frame ("as-given" frames); with fitted
-  training cameras the two frames differ by an unknown rotation and no error is reported;
+  intrinsics). Only when the folder's cameras are in the model's frame (a model trained on them or on
+  cameras in their frame, whatever --frames places the query by); with fitted training cameras and a
+  calibrated folder the two frames differ by an unknown rotation and no error is reported;
 - ms_per_photo: wall time of one encoder pass (batch of one, warm: the first pass is not counted),
   median and mean over the photos, the process CPU time of a pass (all threads; steadier than wall
   time on a shared machine), and the hybrid's optimisation time per photo.
@@ -128,7 +129,11 @@ def encoder_section(ev, heldout: Path | None, novel: Path | None, hybrid_steps: 
                            "encoder_cpu_median": float(np.median(cpu)),
                            "photos": len(times), "batch": 1,
                            "hybrid_optimisation_mean": 1000.0 * hybrid_s / len(photos),
-                           "note": "hybrid: the photos are optimised together; its time is the mean share",
+                           "optimisation_path_mean": {what: 1000.0 * s for what, s in ev.inversion_s.items()},
+                           "optimisation_path_steps": ev.opt.invert_steps,
+                           "note": "hybrid and the optimisation path: the photos are optimised together; "
+                                   "each time is the mean share per photo (the optimisation path's per inversion "
+                                   "it ran: held-out photos, novel-view queries)",
                            "threads": torch.get_num_threads()}
 
     # ---------------------------------------------------------------- held-out reconstructions
@@ -183,8 +188,7 @@ def _camera_errors(ev, folder: Path, item, cam: Camera, hybrid_cam: Camera | Non
         row["hybrid_rotation_error_deg"] = None
     if item.frame is None:
         return row
-    mode = ev.frames_for(folder) if (folder / "transforms.json").is_file() else None
-    if mode != "as-given":
+    if not ev.align.frames_agree(folder):
         return row
     true_rot = np.asarray(item.frame.c2w)[:3, :3]
     row["rotation_error_deg"] = rotation_error_deg(cam.c2w[:3, :3], true_rot)

@@ -57,6 +57,7 @@ TRAINER_FILE = "encoder_trainer.safetensors"
 LOG_FILE = "encoder_log.jsonl"
 TRAINER_FORMAT = "lolnerf-encoder-trainer"
 PARTS = ("photos", "renders", "self-consistency")
+DEFAULT_MEMBERS = 3             # networks in a new encoder (docs/encoder.md: the ensemble A/B)
 SC_WEIGHT = 1.0                 # weight of (c) when --mix lists it
 
 
@@ -144,7 +145,7 @@ def _world_rotation(axis_angle: torch.Tensor) -> torch.Tensor:
 class EncoderTrainer:
     def __init__(self, run_dir: str | Path, tcfg: EncoderTrainConfig | None = None, resume: bool = False,
                  device: str = "auto", progress: Progress | None = None, steps: int | None = None,
-                 width: int | None = None):
+                 width: int | None = None, members: int | None = None):
         from .device import pick_device, resolve_precision
         from .model import load_model
 
@@ -177,7 +178,8 @@ class EncoderTrainer:
                                  fov=float(read_view(self.root).fov), model_hash=self.loaded.model_hash)
             if width is not None:
                 ecfg.width, ecfg.hidden = int(width), max(64, 8 * int(width))
-            ecfg.check("--width")
+            ecfg.members = DEFAULT_MEMBERS if members is None else int(members)
+            ecfg.check("--width" if members is None else "--members")
         if steps is not None:
             self.tcfg.steps = int(steps)
         self.tcfg.check()
@@ -334,11 +336,29 @@ class EncoderTrainer:
             self.refresh_pool()
         for grp in self.opt.param_groups:
             grp["lr"] = self.lr_at(self.step)
-        b = self.batch()
         enc = self.encoder
-        z, rot, abd = enc(b["img"])
+        total, sums, deg_sum = 0.0, {}, 0.0
+        self.opt.zero_grad(set_to_none=True)
+        for i, member in enumerate(enc.members):            # each member its own batch (renders are shared)
+            loss, stats, deg = self._member_loss(i, self.batch())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(member.parameters(), 1.0)
+            total += loss.item()
+            deg_sum += deg
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+        self.opt.step()
+        m = len(enc.members)
+        stats = {k: v / m for k, v in sums.items()}
+        stats.update(loss=total / m, rotation_error_deg=deg_sum / m, lr=self.lr_at(self.step))
+        return stats
+
+    def _member_loss(self, i: int, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], float]:
+        """Member i's supervised (and self-consistency) loss on batch b, its stats, its mean rotation error."""
+        t = self.tcfg
+        z, rot, abd = self.encoder.member_answer(i, b["img"])
         rot_t, abd_t = camera_params(b["c2w"].double())
-        l_z = (((z - b["z"]) / enc.z_std) ** 2).mean()
+        l_z = (((z - b["z"]) / self.encoder.z_std) ** 2).mean()
         l_rot = ((rot - rot_t.float()) ** 2).sum((-1, -2)).mean()
         l_pos = ((abd - abd_t.float()) ** 2).sum(-1).mean()
         loss = l_z + t.camera_weight * (l_rot + l_pos)
@@ -347,15 +367,10 @@ class EncoderTrainer:
             l_sc, sc_mse = self.self_consistency(b, z, rot, abd)
             loss = loss + t.sc_weight * l_sc
             stats.update(loss_self=l_sc.item(), self_psnr_masked=psnr_from_mse(sc_mse))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
-        self.opt.step()
         with torch.no_grad():
             ang = torch.linalg.matrix_norm(rot.detach() - rot_t.float(), "fro")
             deg = torch.rad2deg(2 * torch.asin((ang / (2 * math.sqrt(2))).clamp(max=1.0)))
-        stats.update(loss=loss.item(), rotation_error_deg=float(deg.mean()), lr=self.lr_at(self.step))
-        return stats
+        return loss, stats, float(deg.mean())
 
     def self_consistency(self, b, z, rot, abd) -> tuple[torch.Tensor, float]:
         """Render the predicted latents at the predicted cameras on random pixels; compare with the input."""
@@ -472,13 +487,16 @@ class EncoderTrainer:
 
 
 def train_encoder(run_dir: str | Path, steps: int | None = None, resume: bool = False, device: str = "auto",
-                  progress: Progress | None = None, width: int | None = None, **overrides) -> dict:
+                  progress: Progress | None = None, width: int | None = None, members: int | None = None,
+                  **overrides) -> dict:
     """Train (or resume) RUN/encoder.safetensors. `overrides` name EncoderTrainConfig fields (None: default)."""
     tcfg = EncoderTrainConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
+    if resume and members is not None:
+        given["members"] = members
     if resume and given:
         raise InputError("--resume", f"a resumed encoder keeps its training settings; drop {sorted(given)[0]}")
     for k, v in given.items():
         setattr(tcfg, k, v)
-    trainer = EncoderTrainer(run_dir, tcfg, resume, device, progress, steps, width)
+    trainer = EncoderTrainer(run_dir, tcfg, resume, device, progress, steps, width, members)
     return trainer.fit()

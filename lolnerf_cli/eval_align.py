@@ -122,6 +122,15 @@ class FrameAligner:
             self._frames[key] = frames_mode(self.option, self.training_fitted, fitted)
         return self._frames[key]
 
+    def frames_agree(self, folder: Path) -> bool:
+        """Whether folder/transforms.json's cameras are in the model's object frame (what "auto" would use
+        as given), whichever frames the option picked: rotation errors against them are then meaningful."""
+        tpath = folder / "transforms.json"
+        if not tpath.is_file():
+            return False
+        fitted = cameras_fitted(read_transforms(tpath, folder).extra)
+        return frames_mode("auto", self.training_fitted, fitted) == "as-given"
+
     def canonical_keypoints(self):
         """RUN/keypoints.json (formats.Keypoints): the model frame's keypoints the query views are fitted to."""
         from .formats import read_keypoints

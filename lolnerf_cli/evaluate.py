@@ -119,6 +119,7 @@ class Evaluator:
         self.align = FrameAligner(self.loaded, self.opt.frames, self.training_fitted)
         self.scorer = Scorer(self.res)
         self._inversions: dict[tuple, torch.Tensor] = {}     # (photo, camera) per image -> latents [N, D]
+        self.inversion_s: dict[str, float] = {}               # what ("held-out", "query") -> wall s per photo
         self._depths: dict[tuple, np.ndarray] = {}           # (latent, camera) -> depth map [res, res]
         self.figure_rows: list[dict] = []
 
@@ -171,6 +172,7 @@ class Evaluator:
         key = (bool(refine_camera),) + tuple((str(it.path.resolve()),) + _camera_key(c) for it, c in zip(items, cams))
         if key not in self._inversions:
             torch.manual_seed(self.opt.seed)
+            t0 = time.perf_counter()
             result = invert_images(self.loaded, [it.rgb for it in items], cams, [it.mask_full for it in items],
                                    steps=self.opt.invert_steps, resolution=self.res, progress=self.progress,
                                    seed=self.opt.seed, measure_init=False, refine_camera=refine_camera,
@@ -178,6 +180,7 @@ class Evaluator:
             lat = result.latents if isinstance(result.latents, torch.Tensor) else torch.as_tensor(result.latents)
             if lat.shape[0] != len(items):
                 raise RuntimeError(f"inversion returned {lat.shape[0]} latents for {len(items)} {what} images")
+            self.inversion_s.setdefault(what, (time.perf_counter() - t0) / max(1, len(items)))
             fitted = [c.with_pose(r.c2w) for c, r in zip(cams, result.cameras)] if refine_camera else cams
             self._inversions[key] = (lat.detach().float().to(self.device), fitted)
         return self._inversions[key]

@@ -70,6 +70,53 @@ def test_encode_returns_cameras_at_the_encoder_resolution():
         encode(enc, [np.zeros((16, 16), np.uint8)])
 
 
+def test_an_ensemble_answers_the_mean_of_its_members_and_old_files_still_load(tmp_path):
+    from lolnerf_cli.encoder import (EncoderConfig, ImageEncoder, load_encoder, nearest_rotation, save_encoder)
+    from lolnerf_cli.formats import load_safetensors, save_safetensors
+
+    torch.manual_seed(0)
+    enc = ImageEncoder(EncoderConfig(resolution=16, latent_dim=8, width=4, hidden=16, members=3)).eval()
+    with torch.no_grad():                                   # members that disagree
+        for m in enc.members:
+            m.head[-1].weight.normal_(0, 0.5)
+    img = torch.rand(2, 3, 16, 16)
+    z, rot, abd = enc(img)
+    answers = [enc.member_answer(i, img) for i in range(3)]
+    assert torch.allclose(z, torch.stack([a[0] for a in answers]).mean(0), atol=1e-6)
+    assert torch.allclose(abd, torch.stack([a[2] for a in answers]).mean(0), atol=1e-6)
+    assert not torch.allclose(answers[0][0], answers[1][0], atol=1e-3)
+    mean_rot = torch.stack([a[1] for a in answers]).mean(0)
+    assert torch.allclose(rot, nearest_rotation(mean_rot), atol=1e-6)
+    assert torch.allclose(rot.transpose(1, 2) @ rot, torch.eye(3).expand(2, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.det(rot), torch.ones(2), atol=1e-5)
+    path = tmp_path / "encoder.safetensors"
+    save_encoder(path, enc)
+    back = load_encoder(path)
+    assert back.cfg.members == 3 and torch.allclose(back(img)[0], z, atol=1e-6)
+    # a file written before ensembles (one network, keys features.* / head.*, no 'members') still loads
+    one = ImageEncoder(EncoderConfig(resolution=16, latent_dim=8, width=4, hidden=16)).eval()
+    tensors = {k.replace("members.0.", ""): v for k, v in one.state_dict().items()}
+    meta = load_safetensors(path)[1]
+    cfg = json.loads(meta["encoder_config"])
+    cfg.pop("members")
+    old = tmp_path / "old.safetensors"
+    save_safetensors(old, tensors, {**meta, "encoder_config": json.dumps(cfg)})
+    assert any(k.startswith("features.") for k in load_safetensors(old)[0])
+    loaded = load_encoder(old)
+    assert loaded.cfg.members == 1 and torch.equal(loaded(img)[0], one(img)[0])
+
+
+def test_nearest_rotation_keeps_rotations_and_fixes_reflections():
+    from lolnerf_cli.camera_refine import axis_angle_matrix
+    from lolnerf_cli.encoder import nearest_rotation
+
+    r = axis_angle_matrix(torch.tensor([[0.3, -0.2, 0.5]], dtype=torch.float64))[0]
+    assert torch.allclose(nearest_rotation(r), r, atol=1e-12)
+    assert torch.allclose(nearest_rotation(1.7 * r), r, atol=1e-12)
+    flipped = r @ torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
+    assert torch.det(nearest_rotation(flipped)) == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------------------- training
 def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
     from lolnerf_cli.encoder_train import train_encoder
@@ -106,6 +153,24 @@ def test_train_encoder_cli_refuses_to_overwrite_and_bad_mix(enc_run):
     assert r.exit_code == 2 and "--resume" in error_line(r)
     r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--mix", "photos,bogus"])
     assert r.exit_code == 2 and "--mix" in error_line(r) and "bogus" in error_line(r)
+    r = invoke(["train-encoder", "--model", str(enc_run.enc_run), "--resume", "--members", "2"])
+    assert r.exit_code == 2 and "members" in error_line(r)
+    from lolnerf_cli.encoder_train import DEFAULT_MEMBERS
+
+    saved = json.loads((enc_run.enc_run / "encoder.json").read_text())
+    assert saved["encoder"]["members"] == DEFAULT_MEMBERS > 1
+
+
+def test_train_encoder_members_option(tmp_path, tmp_path_factory):
+    from lolnerf_cli.encoder import load_encoder
+
+    tiny = tiny_run(tmp_path_factory)
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run)
+    r = invoke(["train-encoder", "--model", str(run), "--steps", "1", "--members", "1", "--pool", "2", "--batch", "2"])
+    assert r.exit_code == 0, r.output
+    assert load_encoder(run / "encoder.safetensors").cfg.members == 1
+    assert len(load_encoder(run / "encoder.safetensors").members) == 1
 
 
 def test_self_consistency_alone_is_refused():

@@ -126,7 +126,11 @@ def print_tables(m: dict) -> None:
             line += f"; camera rotation error {r['median']:.2f} deg median ({r['count']} photos)"
         if lr:
             line += f", landmark-fitted camera {lr['median']:.2f} deg"
-        console.print(line)
+        opt_ms = ms.get("optimisation_path_mean") or {}
+        if opt_ms:
+            line += (f"; the hybrid's {steps} steps take {ms['hybrid_optimisation_mean'] / 1000:.2f} s per photo, the "
+                     f"{ms['optimisation_path_steps']}-step optimisation {max(opt_ms.values()) / 1000:.2f} s")
+        console.print(line, markup=False)
     tc = m.get("training_cameras")
     if tc:
         console.print(f"training cameras against the true ones ({tc['images']} photos, frames aligned): "

@@ -20,6 +20,8 @@ def train_encoder(
     refresh_every: Optional[int] = typer.Option(None, "--refresh-every", min=0, help="Steps between replacing one pooled render (default 10; 0: never)."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Photos per step (default 32)."),
     width: Optional[int] = typer.Option(None, "--width", min=4, help="Channels of the encoder's first stage (default 32)."),
+    members: Optional[int] = typer.Option(None, "--members", min=1, max=16, help="Networks in the encoder, each trained on its own batches; "
+                                                                           "the answer is their mean (default 3; docs/encoder.md)."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Adam learning rate (default 1e-3, cosine-decayed)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default 0)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints (default 250)."),
@@ -35,7 +37,7 @@ def train_encoder(
     if mix is not None:
         ov.update(parse_mix(mix))
     try:
-        summary = run(model, steps, resume, device, reporter(), width, **ov)
+        summary = run(model, steps, resume, device, reporter(), width, members, **ov)
     except KeyboardInterrupt:
         err_console.print(f"interrupted; a checkpoint was saved in {model}. Continue with: "
                           f"lolnerf train-encoder --model {model} --resume")
