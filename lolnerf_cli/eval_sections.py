@@ -201,6 +201,9 @@ def depth_row(ev, folder: Path, tpath: Path, obj: NovelObject, z: torch.Tensor) 
     return {"object": obj.name, "file_path": q.file_path, "depth_scale": obj.scale, **scores}
 
 
+TRUE_CAMERAS_DEG = 1e-3         # a dataset whose cameras are this close to the true ones has no ratio to report
+
+
 class TrainingCamerasSection(Section):
     """How far the training cameras are from the true ones, when the dataset keeps them
     (DATA/true_cameras.json, which `lolnerf synth` writes): the rotation error in degrees of the dataset's
@@ -239,5 +242,6 @@ class TrainingCamerasSection(Section):
 
         out = {"true_cameras": str(self.path), "images": len(ev.train_items), "refined": refined,
                "dataset_cameras": stats(dataset), "trained_cameras": stats(used)}
-        out["median_ratio"] = out["trained_cameras"]["median_deg"] / max(out["dataset_cameras"]["median_deg"], 1e-9)
+        base = out["dataset_cameras"]["median_deg"]
+        out["median_ratio"] = out["trained_cameras"]["median_deg"] / base if base > TRUE_CAMERAS_DEG else None
         return {self.name: out}

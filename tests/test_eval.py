@@ -333,6 +333,9 @@ def test_true_cameras_are_used_as_given(evaluated):
                                        "heldout": "as-given"}
     assert m["novel"]["frames"] == "as-given" and "alignment" not in m["novel"]
     assert all(r["depth_scale"] == 1.0 for r in m["depth"]["per_object"])
+    tc = m["training_cameras"]          # the dataset's cameras are the true ones: no error, no ratio
+    assert tc["dataset_cameras"]["median_deg"] < 1e-3 and tc["median_ratio"] is None
+    assert "the dataset's cameras are the true ones: no ratio" in evaluated[0][1].output
 
 
 # ----------------------------------------------------------------------------------------- camera frames

@@ -136,7 +136,9 @@ def print_tables(m: dict) -> None:
         console.print(f"training cameras against the true ones ({tc['images']} photos, frames aligned): "
                       f"{tc['dataset_cameras']['median_deg']:.2f} deg median in the dataset, "
                       f"{tc['trained_cameras']['median_deg']:.2f} deg as trained"
-                      + (" (refined, RUN/cameras.json)" if tc["refined"] else "") + f"; ratio {tc['median_ratio']:.2f}",
+                      + (" (refined, RUN/cameras.json)" if tc["refined"] else "")
+                      + (f"; ratio {tc['median_ratio']:.2f}" if tc["median_ratio"] is not None
+                         else " (the dataset's cameras are the true ones: no ratio)"),
                       markup=False)
     if up and "unavailable" in up:
         console.print(f"novel views at another resolution: {up['unavailable']}")
