@@ -336,25 +336,21 @@ class EncoderTrainer:
             self.refresh_pool()
         for grp in self.opt.param_groups:
             grp["lr"] = self.lr_at(self.step)
-        enc = self.encoder
-        total, sums, deg_sum = 0.0, {}, 0.0
+        members = self.encoder.members
+        sums: dict[str, float] = {}
         self.opt.zero_grad(set_to_none=True)
-        for i, member in enumerate(enc.members):            # each member its own batch (renders are shared)
-            loss, stats, deg = self._member_loss(i, self.batch())
+        for i, member in enumerate(members):                # each member its own batch (renders are shared)
+            loss, stats = self._member_loss(i, self.batch())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(member.parameters(), 1.0)
-            total += loss.item()
-            deg_sum += deg
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
         self.opt.step()
-        m = len(enc.members)
-        stats = {k: v / m for k, v in sums.items()}
-        stats.update(loss=total / m, rotation_error_deg=deg_sum / m, lr=self.lr_at(self.step))
-        return stats
+        return {**{k: v / len(members) for k, v in sums.items()}, "lr": self.lr_at(self.step)}
 
-    def _member_loss(self, i: int, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], float]:
-        """Member i's supervised (and self-consistency) loss on batch b, its stats, its mean rotation error."""
+    def _member_loss(self, i: int, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Member i's supervised (and self-consistency) loss on batch b, and its stats (the loss, its parts,
+        the batch's mean rotation error)."""
         t = self.tcfg
         z, rot, abd = self.encoder.member_answer(i, b["img"])
         rot_t, abd_t = camera_params(b["c2w"].double())
@@ -370,7 +366,8 @@ class EncoderTrainer:
         with torch.no_grad():
             ang = torch.linalg.matrix_norm(rot.detach() - rot_t.float(), "fro")
             deg = torch.rad2deg(2 * torch.asin((ang / (2 * math.sqrt(2))).clamp(max=1.0)))
-        return loss, stats, float(deg.mean())
+        stats.update(loss=loss.item(), rotation_error_deg=float(deg.mean()))
+        return loss, stats
 
     def self_consistency(self, b, z, rot, abd) -> tuple[torch.Tensor, float]:
         """Render the predicted latents at the predicted cameras on random pixels; compare with the input."""

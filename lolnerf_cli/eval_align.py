@@ -108,28 +108,33 @@ class FrameAligner:
         self.loaded = loaded
         self.option = option
         self.training_fitted = training_fitted
+        self._fitted: dict[str, bool] = {}                    # folder -> its cameras were fitted (fit-cameras)
         self._frames: dict[str, str] = {}                     # folder -> "query" | "as-given"
         self._aligned: dict[tuple[str, str], tuple[Camera, dict]] = {}   # (folder, file_path) -> camera, info
         self._landmarks: dict[str, dict[str, tuple[np.ndarray, int, int]]] = {}
         self._canonical = None
 
+    def _folder_fitted(self, folder: Path) -> bool | None:
+        """Whether folder/transforms.json's cameras were fitted from landmarks; None without the file.
+        Read once per folder."""
+        key = str(folder.resolve())
+        if key not in self._fitted:
+            tpath = folder / "transforms.json"
+            self._fitted[key] = cameras_fitted(read_transforms(tpath, folder).extra) if tpath.is_file() else None
+        return self._fitted[key]
+
     def frames_for(self, folder: Path) -> str:
         """"query" or "as-given" for the cameras in folder/transforms.json (see frames_mode)."""
         key = str(folder.resolve())
         if key not in self._frames:
-            tpath = folder / "transforms.json"
-            fitted = cameras_fitted(read_transforms(tpath, folder).extra) if tpath.is_file() else False
-            self._frames[key] = frames_mode(self.option, self.training_fitted, fitted)
+            self._frames[key] = frames_mode(self.option, self.training_fitted, bool(self._folder_fitted(folder)))
         return self._frames[key]
 
     def frames_agree(self, folder: Path) -> bool:
         """Whether folder/transforms.json's cameras are in the model's object frame (what "auto" would use
         as given), whichever frames the option picked: rotation errors against them are then meaningful."""
-        tpath = folder / "transforms.json"
-        if not tpath.is_file():
-            return False
-        fitted = cameras_fitted(read_transforms(tpath, folder).extra)
-        return frames_mode("auto", self.training_fitted, fitted) == "as-given"
+        fitted = self._folder_fitted(folder)
+        return fitted is not None and frames_mode("auto", self.training_fitted, fitted) == "as-given"
 
     def canonical_keypoints(self):
         """RUN/keypoints.json (formats.Keypoints): the model frame's keypoints the query views are fitted to."""
