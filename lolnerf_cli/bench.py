@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .cameras import Camera, look_at, pixel_rays, sphere_bounds, spherical_eye
 from .config import Config, ModelConfig, RenderConfig, preset
-from .device import pick_device, resolve_precision
+from .device import (BF16_MIN_SPEEDUP, cpu_bf16_choice, cpu_has_bf16_instructions, measure_bf16_speedup, pick_device,
+                     precision_cache_path, resolve_precision)
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, hard_surface_loss, rgb_loss
 from .model import GenerativeNeRF
 from .model.encoding import encoded_dim, posenc
@@ -273,6 +274,10 @@ def run_bench(presets: list[str] | None = None, device_name: str = "auto", preci
         task.advance()
         result["matmul_gflops"]["bf16"] = round(matmul_gflops(device, torch.bfloat16), 1)
         task.advance()
+    if device.type == "cpu" and cpu_has_bf16_instructions():
+        # the measurement `auto` decided by (kept per machine) and the same probe measured now
+        result["auto_precision"] = {**cpu_bf16_choice(), "speedup_now": round(measure_bf16_speedup(), 3),
+                                    "bf16_min_speedup": BF16_MIN_SPEEDUP, "cache": str(precision_cache_path())}
     peak = result["matmul_gflops"]["bf16" if prec == "bf16" else "fp32"]
     with progress.task("presets", total=len(names)) as task:
         for name in names:

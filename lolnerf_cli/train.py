@@ -33,7 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, check_sampler, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
 from .device import pick_device, resolve_precision
-from .distributed import init_distributed
+from .distributed import gather_all, init_distributed
 from .errors import InputError, LolnerfError, ParamError
 from .camera_refine import CameraRefiner, write_refined_cameras
 from .eval_align import cameras_fitted
@@ -67,6 +67,9 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.info.rank)))
             torch.cuda.set_device(self.device)
         self.precision = resolve_precision(cfg.train.precision, self.device)
+        if self.info.world > 1:   # every rank trains in rank 0's precision (auto measures each machine)
+            flag = torch.tensor([float(self.precision == "bf16")], device=self.device)
+            self.precision = "bf16" if float(gather_all(flag, self.info)[0]) > 0.5 else "fp32"
         self.run = run_folder(run_dir, must_exist=False)
         self.data_dir = Path(data_dir)
         self._check_out_dir(resume)

@@ -30,6 +30,15 @@ def test_bench_json_has_the_spec_keys():
     assert tiny["baked_ms_per_frame_128"] > 0 and tiny["bake_seconds"] > 0 and tiny["bake_resolution"] == 64
     assert tiny["bake_blocks"] == tiny["bake_blocks_in_sphere"] > 0
     assert tiny["baked_vs_exact_psnr"] >= 35
+    # on a CPU with bf16 instructions, the measurement `auto` precision decided by is reported with it
+    from lolnerf_cli.device import cpu_has_bf16_instructions
+    if result["device"].startswith("cpu") and cpu_has_bf16_instructions():
+        ap = result["auto_precision"]
+        assert ap["speedup"] > 0 and ap["speedup_now"] > 0 and ap["source"] in ("cache", "measured")
+        assert result["precision"] == ("bf16" if ap["bf16"] else "fp32") == \
+            ("bf16" if ap["speedup"] >= ap["bf16_min_speedup"] else "fp32")
+    else:
+        assert "auto_precision" not in result
 
 
 def test_bench_set_measures_a_changed_preset_and_checks_it_first():
@@ -57,14 +66,28 @@ def test_openmp_wait_policy_spins_only_on_an_idle_machine(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(lolnerf_cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
-    assert lolnerf_cli._omp_wait_policy() == "ACTIVE"
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (1.5, 1.0, 1.0))   # another job is busy
-    assert lolnerf_cli._omp_wait_policy() == "PASSIVE"
-    monkeypatch.delenv("OMP_WAIT_POLICY")
-    monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")                                   # ranks share the cores
-    assert lolnerf_cli._omp_wait_policy() == "PASSIVE"
+
+    def policy(busy, load=0.0):
+        monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+        monkeypatch.setattr(lolnerf_cli, "_busy_cores", lambda window_s=0.1: busy)
+        monkeypatch.setattr(lolnerf_cli.os, "getloadavg", lambda: (load, load, load))
+        return lolnerf_cli._omp_wait_policy()
+
+    assert policy(0.05) == "ACTIVE"
+    assert policy(0.05, load=1.8) == "ACTIVE"     # the last minute's load (the command before) does not count
+    assert policy(1.0) == "PASSIVE"               # another job keeps a core busy now
+    assert policy(None, load=0.2) == "ACTIVE"     # no /proc/stat: the load average decides
+    assert policy(None, load=1.5) == "PASSIVE"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")   # ranks share the cores
+    assert policy(0.0) == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")                               # the user's choice wins
     assert lolnerf_cli._omp_wait_policy() == "ACTIVE"
+
+
+def test_busy_cores_reads_this_machine():
+    import lolnerf_cli
+
+    busy = lolnerf_cli._busy_cores(0.05)
+    if busy is None:
+        pytest.skip("no /proc/stat on this system")
+    assert 0.0 <= busy <= (lolnerf_cli.os.cpu_count() or 1) + 1e-6

@@ -48,6 +48,12 @@ def bench(
                   f"training precision {result['precision']}, OpenMP wait policy {result['omp_wait_policy'] or 'default'}")
     console.print(f"matmul peak: fp32 {result['matmul_gflops']['fp32']:,.0f} GFLOP/s, "
                   f"bf16 {result['matmul_gflops']['bf16']:,.0f} GFLOP/s")
+    ap = result.get("auto_precision")
+    if ap:
+        console.print(f"auto precision: bf16 autocast {ap['speedup']:.2f}x as fast as fp32 for the training network "
+                      f"({ap['source']}; {ap['speedup_now']:.2f}x now), so {'bf16' if ap['bf16'] else 'fp32'} "
+                      f"(bf16 needs >= {ap['bf16_min_speedup']}x; delete {ap['cache']} to measure again)",
+                      markup=False, highlight=False)
     table = Table(title="training and rendering per preset" +
                   "".join(f", {k}={json.dumps(v)}" for k, v in result["settings"].items()))
     for col in ("preset", "sampler", "main evals/ray", "train rays/s", "samples/s", "plain rays/s (128/ray)",
