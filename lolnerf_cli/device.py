@@ -43,19 +43,20 @@ def pick_device(name: str = "auto") -> torch.device:
     return dev
 
 
-def _cpu_info() -> tuple[str, set[str]]:
-    """This CPU's model name and flags (empty where /proc/cpuinfo cannot be read)."""
+@functools.lru_cache(maxsize=None)
+def _cpu_info() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and flags (empty where /proc/cpuinfo cannot be read); read once."""
     try:
         text = open("/proc/cpuinfo").read()
     except OSError:
-        return platform.processor(), set()
-    name, flags = "", set()
+        return platform.processor(), frozenset()
+    name, flags = "", frozenset()
     for line in text.splitlines():
         key, _, val = line.partition(":")
         if key.strip() == "model name" and not name:
             name = val.strip()
         elif key.strip() == "flags" and not flags:
-            flags = set(val.split())
+            flags = frozenset(val.split())
     return name or platform.processor(), flags
 
 
@@ -113,10 +114,15 @@ def cpu_bf16_choice() -> dict:
             known = {}
     except (OSError, ValueError):
         known = {}
+
+    def choice(speedup: float, source: str) -> dict:
+        return {"bf16": speedup >= BF16_MIN_SPEEDUP, "speedup": speedup, "source": source}
+
     got = known.get(key)
     if isinstance(got, dict) and isinstance(got.get("speedup"), (int, float)):
-        return {"bf16": got["speedup"] >= BF16_MIN_SPEEDUP, "speedup": float(got["speedup"]), "source": "cache"}
+        return choice(float(got["speedup"]), "cache")
     speedup = round(measure_bf16_speedup(), 3)
+    out = choice(speedup, "measured")
     known[key] = {"speedup": speedup, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         from .formats import write_json
@@ -125,9 +131,8 @@ def cpu_bf16_choice() -> dict:
     except OSError:
         pass                    # a read-only home: measured again next time, nothing else changes
     print(f"lolnerf: bf16 measured {speedup:.2f}x as fast as fp32 on this CPU, so 'auto' precision is "
-          f"{'bf16' if speedup >= BF16_MIN_SPEEDUP else 'fp32'} here (kept in {path}; --precision overrides)",
-          file=sys.stderr)
-    return {"bf16": speedup >= BF16_MIN_SPEEDUP, "speedup": speedup, "source": "measured"}
+          f"{'bf16' if out['bf16'] else 'fp32'} here (kept in {path}; --precision overrides)", file=sys.stderr)
+    return out
 
 
 def cpu_has_fast_bf16() -> bool:
