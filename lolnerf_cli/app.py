@@ -160,6 +160,7 @@ class _RichTask(_progress.Task):
         self.bar, self.id = bar, task_id
         self.plain, self.description, self.total = plain_console, description, total
         self.done, self.fields = 0, {}
+        self.before = 0                  # units done by an earlier session (resume_from)
         self.t0 = self.last = time.time()
         self.interval = _plain_interval()
 
@@ -175,14 +176,20 @@ class _RichTask(_progress.Task):
         self.fields.update(fields)
         self._maybe_line()
 
+    def resume_from(self, done: int) -> None:
+        self.bar.reset(self.id, total=self.total, completed=done)   # rich forgets its speed samples
+        self.done = self.before = done
+        self.t0 = time.time()
+
     def line(self) -> str:
         elapsed = time.time() - self.t0
         parts = [f"{self.description}: {self.done}" + (f"/{self.total}" if self.total else "")]
         if self.fields:
             parts.append(_fmt(self.fields))
         parts.append(f"elapsed {elapsed:.0f} s")
-        if self.total and self.done > 0:
-            parts.append(f"eta {elapsed / self.done * max(0, self.total - self.done):.0f} s")
+        if self.total and self.done > self.before:
+            rate = (self.done - self.before) / max(elapsed, 1e-9)
+            parts.append(f"eta {max(0, self.total - self.done) / rate:.0f} s")
         return "  ".join(parts)
 
     def _maybe_line(self) -> None:

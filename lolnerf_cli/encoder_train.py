@@ -412,7 +412,7 @@ class EncoderTrainer:
                 self.build_pool()
             with self.progress.task("training the encoder", total=t.steps) as task:
                 if self.step:
-                    task.advance(self.step)
+                    task.resume_from(self.step)
                 while self.step < end:
                     stats = self.train_step()
                     self.step += 1

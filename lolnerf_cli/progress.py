@@ -16,6 +16,11 @@ class Task:
     def update(self, **fields) -> None:
         pass
 
+    def resume_from(self, done: int) -> None:
+        """`done` units were finished by an earlier session (a resumed run): shown as done, but not counted
+        in the rate that the time remaining is estimated from."""
+        pass
+
 
 class Progress:
     """Silent progress: the default when no terminal is attached."""

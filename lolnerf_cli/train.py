@@ -298,7 +298,7 @@ class Trainer:
         with saving_on_interrupt(lambda: self.save_checkpoint(time.time() - t_start)):
             with self.progress.task("training", total=tc.steps) as task:
                 if self.step:
-                    task.advance(self.step)
+                    task.resume_from(self.step)
                 while self.step < end:
                     stats = self.train_step()
                     if stats is None:

@@ -69,3 +69,24 @@ def test_debug_is_accepted_after_the_command(tmp_path):
         assert "Traceback" in r.stderr and "dataset folder not found" in r.stderr, args
     r = _run(["landmarks", str(missing)])
     assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("error:") == 1
+
+
+def test_time_remaining_after_a_resume_counts_only_this_sessions_rate(monkeypatch):
+    """A resumed run's earlier steps show as done but do not make the estimate of the time left too short
+    (it read 148 s for 4,700 steps left at 8 steps a second)."""
+    import io
+
+    from rich.console import Console
+
+    from lolnerf_cli import app
+
+    clock = [1000.0]
+    monkeypatch.setattr(app.time, "time", lambda: clock[0])
+    monkeypatch.setenv("LOLNERF_PROGRESS_INTERVAL", "0")
+    out = io.StringIO()
+    with app.RichProgressReporter(Console(file=out, force_terminal=False, width=200)).task("training", total=100) as task:
+        task.resume_from(90)
+        clock[0] += 5.0
+        task.advance(5)
+    lines = [ln for ln in out.getvalue().splitlines() if ln.startswith("training: 95/100")]
+    assert lines and "eta 5 s" in lines[0], out.getvalue()
