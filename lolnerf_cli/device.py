@@ -23,14 +23,6 @@ import torch
 
 from .errors import ParamError
 
-# Denormal floats (below 1.2e-38) flush to zero in every CPU thread of a lolnerf process, as TensorFlow and
-# XLA (the paper's JAX) do by default. A trained field's backward pass is full of them: the transmittance
-# behind an opaque surface, saturated sigmoids, and the Adam moments of dead units decay through that range,
-# and x86 CPUs compute on denormals many times slower. Measured on a 12,391-step `cpu` model in fp32: a
-# training step 280-325 ms with denormals, 147-149 ms without (an untrained model: the same either way).
-# Values that small add nothing to a render or a gradient step.
-torch.set_flush_denormal(True)
-
 BF16_MIN_SPEEDUP = 1.15     # bf16 autocast is chosen on a CPU only when it measures at least this much faster
 _PROBE = (8192, 128, 3)     # rows, width, layers of the probe MLP (the `cpu` preset: 256 rays x 32 samples, 128 wide)
 
@@ -49,6 +41,47 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParamError("device", "CUDA was asked for but no CUDA GPU is available")
     return dev
+
+
+def _threads_flush_denormals() -> None:
+    """Start torch's OpenMP threads now, with flush-to-zero set, then clear it in this thread again.
+
+    The flag is a thread's floating-point state; a thread copies it from the thread that starts it, and
+    torch's OpenMP threads live as long as the process, so setting it later in the main thread reaches
+    matmuls (MKL reads the caller's) but not the other threads' share of elementwise ops (ReLU backward):
+    measured, a trained field's step then took 205 ms instead of 148. So the helper threads flush for good,
+    which only ever affects numbers below 1.2e-38 in their share of torch's elementwise ops, and the main
+    thread flushes inside `denormals_flushed` only. Where the threads were started before lolnerf was
+    imported, only the block's effect remains."""
+    torch.set_flush_denormal(True)
+    torch.ones(32768 * 2 * max(1, torch.get_num_threads())).add_(1.0)   # one chunk per thread: all start
+    torch.set_flush_denormal(False)
+
+
+_threads_flush_denormals()
+_flush_depth = 0
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Inside the block, denormal floats (below 1.2e-38) flush to zero in every CPU thread that torch uses,
+    as TensorFlow and XLA (the paper's JAX) do by default. A trained field's backward pass is full of them
+    (the transmittance behind an opaque surface, saturated sigmoids, the Adam moments of dead units), and
+    x86 CPUs compute on denormals many times slower: a 12,391-step `cpu` model's fp32 training step took
+    280-325 ms with them and 147-149 ms without (an untrained model: the same either way). Values that
+    small add nothing to a render or a gradient step. The setting is the thread's floating-point state, so
+    it is switched off again after the block: Python's own floats, MediaPipe and others need IEEE
+    subnormals. Blocks nest."""
+    global _flush_depth
+    if _flush_depth == 0:
+        torch.set_flush_denormal(True)
+    _flush_depth += 1
+    try:
+        yield
+    finally:
+        _flush_depth -= 1
+        if _flush_depth == 0:
+            torch.set_flush_denormal(False)
 
 
 @functools.lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ import torch
 from .camera_refine import apply_corrections, axis_angle_matrix
 from .cameras import Camera, focal_from_fov, pixel_rays
 from .config import CAMERA_PIVOTS, InvertConfig
-from .device import resolve_precision
+from .device import denormals_flushed, resolve_precision
 from .errors import InputError, ParamError
 from .formats import first_shared_stem
 from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
@@ -141,7 +141,7 @@ def invert_images(loaded, images: list[np.ndarray], cameras: list[Camera], masks
     history = np.zeros(steps)
     gen = torch.Generator().manual_seed(int(seed))
     total_steps = steps * math.ceil(n / group)
-    with pr.task("inverting", total=total_steps) as task:
+    with pr.task("inverting", total=total_steps) as task, denormals_flushed():
         for g0 in range(0, n if steps > 0 else 0, group):
             idx = list(range(g0, min(n, g0 + group)))
             z_fit, c2w_fit, losses = _fit_group(loaded, [targets[i] for i in idx], [masks_f[i] for i in idx],

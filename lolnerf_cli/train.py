@@ -32,7 +32,7 @@ from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, check_sampler, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
-from .device import pick_device, resolve_precision
+from .device import denormals_flushed, pick_device, resolve_precision
 from .distributed import gather_all, init_distributed
 from .errors import InputError, LolnerfError, ParamError
 from .camera_refine import CameraRefiner, write_refined_cameras
@@ -295,7 +295,7 @@ class Trainer:
         last = None
 
         # SIGTERM and `kill -INT` save like Ctrl-C does
-        with saving_on_interrupt(lambda: self.save_checkpoint(time.time() - t_start)):
+        with saving_on_interrupt(lambda: self.save_checkpoint(time.time() - t_start)), denormals_flushed():
             with self.progress.task("training", total=tc.steps) as task:
                 if self.step:
                     task.resume_from(self.step)

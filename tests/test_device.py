@@ -79,15 +79,22 @@ def test_the_probe_measures_this_cpu():
     assert 0.05 < s < 50
 
 
-def test_denormals_flush_to_zero_in_every_thread_of_a_lolnerf_process():
-    """Loading lolnerf sets flush-to-zero: denormal inputs read as 0 in elementwise ops and matmuls, also in
-    the parts that OpenMP's other threads compute (a trained field's backward pass is full of denormals,
-    and x86 CPUs compute on them many times slower)."""
+def test_denormals_flush_to_zero_in_every_thread_inside_the_block_only():
+    """Inside `denormals_flushed` (training, inversion) denormal inputs read as 0 in elementwise ops and
+    matmuls, also in the parts that OpenMP's other thread computes; outside it, and after it, they are
+    kept (Python's floats, MediaPipe and hypothesis need IEEE subnormals)."""
     import subprocess
     import sys
-    code = ("import torch; torch.set_num_threads(2); import lolnerf_cli.device; "
-            "x = torch.full((1 << 22,), 1e-39); a = torch.full((512, 512), 1e-39); "
-            "print(int((x * 1.5).count_nonzero()), int((a @ torch.ones(512, 512)).count_nonzero()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["0", "0"]
-    assert float(torch.tensor(1e-39) * 1.5) == 0.0    # and in this test process, which imported lolnerf
+    code = ("import torch; torch.set_num_threads(2); from lolnerf_cli.device import denormals_flushed\n"
+            "def probe():\n"
+            "    x = torch.full((1 << 22,), 1e-39); a = torch.full((512, 512), 1e-39)\n"
+            "    return [int((x * 1.5).count_nonzero()), int((a @ torch.ones(512, 512)).count_nonzero()), 1e-310 * 1.5 != 0]\n"
+            "before = probe()\n"
+            "with denormals_flushed():\n"
+            "    with denormals_flushed():\n"
+            "        pass\n"
+            "    inside = probe()\n"
+            "print(before, inside, probe())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    kept = [1 << 22, 512 * 512, True]
+    assert out == f"{kept} {[0, 0, False]} {kept}"

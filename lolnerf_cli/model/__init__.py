@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .. import device as _device  # noqa: F401  (sets flush-to-zero for denormals before any model runs)
 from ..config import Config, ModelConfig, config_from_dict
 from ..errors import InputError
 from ..formats import load_safetensors, read_json, save_safetensors
