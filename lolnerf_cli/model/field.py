@@ -100,7 +100,7 @@ class LatentField(nn.Module):
     def _add_per_ray(h: torch.Tensor, per_ray: torch.Tensor, r: int, n: int) -> torch.Tensor:
         """relu(h + per_ray term broadcast over each ray's samples): h [R S, W], per_ray [R, W] -> [R S, W]."""
         out = h.view(r, n, -1)
-        if torch.is_grad_enabled() and (h.requires_grad or per_ray.requires_grad):
+        if h.requires_grad or per_ray.requires_grad:   # autograd records (both are layer outputs)
             out = out + per_ray[:, None, :]      # a fresh tensor: no copy-back in the backward pass
         else:
             out += per_ray[:, None, :]           # no graph (renders): in place, no new [R, S, W] buffer
