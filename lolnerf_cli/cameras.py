@@ -135,15 +135,20 @@ def orbit_cameras(n_frames: int, size: int, radius: float = 2.7, fov_deg: float 
 
 
 def mean_view(frames) -> tuple[float, float, float, float]:
-    """(yaw, pitch, radius, fov) of the average training camera, for orbits and novel views."""
+    """(yaw, pitch, radius, fov) of the typical training camera, for orbits, novel views and the encoder.
+
+    Yaw and pitch are those of the mean viewing direction; radius and field of view are medians, not
+    means: landmark-fitted cameras (fit-cameras) hold a few photos whose focal length, and with it their
+    distance, the five points pinned down badly, and a mean follows those outliers (docs/cameras.md).
+    For a calibrated set, whose cameras agree, the two are the same."""
     eyes = np.array([np.asarray(f.c2w)[:3, 3] for f in frames])
-    radius = float(np.linalg.norm(eyes, axis=1).mean())
+    radius = float(np.median(np.linalg.norm(eyes, axis=1)))
     d = eyes.mean(axis=0)
     d = d / max(np.linalg.norm(d), 1e-9)
     yaw = math.degrees(math.atan2(d[0], d[2]))
     pitch = math.degrees(math.asin(max(-1.0, min(1.0, d[1]))))
     fovs = [2 * math.degrees(math.atan(0.5 * f.h / f.fy)) for f in frames]
-    return yaw, pitch, radius, float(np.mean(fovs))
+    return yaw, pitch, radius, float(np.median(fovs))
 
 
 def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float, near_min: float = 0.05):

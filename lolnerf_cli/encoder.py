@@ -12,8 +12,9 @@ resolution (square, as training resized it) and predicts:
   origin's offsets from the optical axis per unit depth and d its depth (log d is predicted around the
   training cameras' mean log distance). The camera centre is then o = -R p.
 
-The focal length is fixed to the run's field of view (RUN/view.json), the principal point is the image
-centre. Files: RUN/encoder.safetensors (weights + buffers; metadata: format "lolnerf-encoder", the
+The focal length is fixed to the training cameras' median field of view (as RUN/view.json holds it), the
+principal point is the image centre; train-encoder moves each training camera to that focal length
+(at_focal). Files: RUN/encoder.safetensors (weights + buffers; metadata: format "lolnerf-encoder", the
 model hash it was trained for and its configuration) and RUN/encoder.json (the same configuration plus
 how it was trained); docs/formats.md. Shapes: B photos, R = H = W resolution, D latent width."""
 
@@ -46,7 +47,7 @@ class EncoderConfig:
     max_width: int = 256
     hidden: int = 256           # the head's hidden layer
     members: int = 1            # networks averaged (an ensemble); a file without the key holds one
-    fov: float = 30.0           # degrees; the camera's focal length (RUN/view.json's mean field of view)
+    fov: float = 30.0           # degrees; the camera's focal length (the training cameras' median field of view)
     model_hash: str = ""        # the model this encoder belongs to
 
     def check(self, where: str) -> "EncoderConfig":
@@ -112,6 +113,18 @@ def camera_params(c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     p = origin_in_camera(c2w)
     d = (-p[..., 2]).clamp_min(1e-6)
     return c2w[..., :3, :3], torch.stack([p[..., 0] / d, p[..., 1] / d, d.log()], -1)
+
+
+def at_focal(c2w: torch.Tensor, focal: torch.Tensor, new_focal: float) -> torch.Tensor:
+    """c2w [..., 4, 4] of cameras with focal lengths `focal` [...] (pixels) -> the cameras that show the
+    object's origin at the same image point and the object at the same image scale with `new_focal`:
+    the same rotation, the origin's depth scaled by new_focal / focal (p = (x, y, z) -> (x, y, z * ratio))."""
+    p = origin_in_camera(c2w)
+    ratio = (new_focal / focal.to(p.dtype)).reshape(p.shape[:-1])
+    p = torch.stack([p[..., 0], p[..., 1], p[..., 2] * ratio], -1)
+    out = c2w.clone()
+    out[..., :3, 3] = -(c2w[..., :3, :3] @ p[..., None])[..., 0]
+    return out
 
 
 def c2w_from_params(rot: torch.Tensor, abd: torch.Tensor) -> torch.Tensor:

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cameras import pixel_rays
-from .encoder import (EncoderConfig, ImageEncoder, camera_params, c2w_from_params, encoder_from_tensors,
+from .cameras import focal_from_fov, mean_view, pixel_rays
+from .encoder import (EncoderConfig, ImageEncoder, at_focal, camera_params, c2w_from_params, encoder_from_tensors,
                       encoder_paths, save_encoder)
 from .errors import InputError
 from .formats import atomic_write_bytes, load_safetensors, read_json, save_safetensors, write_json
@@ -172,10 +172,10 @@ class EncoderTrainer:
                 raise InputError(self.enc_path, "already exists; continue it with --resume, or delete it (and "
                                                 f"{TRAINER_FILE}) to train a new encoder")
             self.tcfg = tcfg or EncoderTrainConfig()
-            from .views import read_view
-
+            # fov: the training cameras' median field of view, set by _load_photos (RUN/view.json's, for runs
+            # trained since view.json holds the median; older runs hold the mean there)
             ecfg = EncoderConfig(resolution=self.res, latent_dim=int(cfg.model.latent_dim),
-                                 fov=float(read_view(self.root).fov), model_hash=self.loaded.model_hash)
+                                 model_hash=self.loaded.model_hash)
             if width is not None:
                 ecfg.width, ecfg.hidden = int(width), max(64, 8 * int(width))
             ecfg.members = DEFAULT_MEMBERS if members is None else int(members)
@@ -184,7 +184,7 @@ class EncoderTrainer:
             self.tcfg.steps = int(steps)
         self.tcfg.check()
         self.ecfg = ecfg
-        self._load_photos()
+        self._load_photos(set_fov=not resume)
         torch.manual_seed(self.tcfg.seed)
         self.encoder = ImageEncoder(ecfg).to(self.device)
         self.encoder.set_statistics(self.loaded.latents.cpu(), self.cam_c2w.cpu())
@@ -201,8 +201,9 @@ class EncoderTrainer:
             self._load_checkpoint()
 
     # ------------------------------------------------------------------------------ (a) the run's photos
-    def _load_photos(self) -> None:
-        """The training photos as the run cached them (latent-table order), their masks and cameras."""
+    def _load_photos(self, set_fov: bool) -> None:
+        """The training photos as the run cached them (latent-table order), their masks and cameras; with
+        set_fov, the encoder's field of view: the median of the training cameras' (cameras.mean_view)."""
         from .data import build_cache, select_frames
         from .formats import read_image_list
 
@@ -225,8 +226,13 @@ class EncoderTrainer:
         cams, refined = with_run_cameras(kept.frames, self.root)    # refined training cameras, when the run has them
 
         ct = camera_tensors(cams, self.res)
+        if set_fov:
+            self.ecfg.fov = float(mean_view(cams)[3])
         self.cache = cache
-        self.cam_c2w = ct["c2w"].to(self.device)
+        # the encoder has one focal length (RUN/view.json's field of view) and fitted cameras each their own:
+        # every target camera is moved along its axis to show the photo at its own scale with that focal length
+        focal = focal_from_fov(self.ecfg.fov, self.res)
+        self.cam_c2w = at_focal(ct["c2w"].double(), ct["fy"].double(), focal).float().to(self.device)
         self.cam_source = "RUN/cameras.json" if refined else str(data_dir / "transforms.json")
 
     def photo_batch(self, n: int) -> dict[str, torch.Tensor]:

@@ -348,7 +348,7 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
     """Find the 5 face landmarks (or take the given `points` [N, 2], in RUN/keypoints.json's order) and fit
     the photo's camera to the run's canonical keypoints (fixed).
 
-    focal: in pixels of this photo; default: the training cameras' mean field of view (RUN/view.json).
+    focal: in pixels of this photo; default: the training cameras' median field of view (RUN/view.json).
     hint: what the user can do instead when no face is found (ends the error message)."""
     from .formats import read_keypoints
 
@@ -378,7 +378,7 @@ def camera_from_landmarks(loaded, rgb: np.ndarray, path: str | Path, focal: floa
     h, w = rgb.shape[:2]
     if focal is None:
         # five points in one photo cannot pin down the focal length (it trades off against distance), so
-        # the photo is assumed to share the training cameras' mean field of view, as the model was fitted to it
+        # the photo is assumed to share the training cameras' (median) field of view, as the model was fitted to it
         focal = focal_from_fov(read_view(loaded.run.root).fov, h)
     try:
         frame = camfit.fit_single_camera(points, keypoints.points, w, h, focal=focal)

@@ -367,7 +367,9 @@ class Trainer:
             write_keypoints(self.run.keypoints, read_keypoints(ds.keypoints))
         yaw, pitch, radius, fov = mean_view(self.frames.frames)
         write_json(self.run.root / "view.json", {"yaw": yaw, "pitch": pitch, "radius": radius, "fov": fov,
-                                                 "note": "mean training camera; orbits and novel views use it"})
+                                                 "note": "typical training camera (mean direction, median distance "
+                                                         "and field of view); orbits, novel views and the encoder "
+                                                         "use it"})
         if self.frames.excluded:
             write_json(self.run.root / "excluded.json", {"excluded": self.frames.excluded})
 

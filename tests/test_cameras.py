@@ -1,11 +1,11 @@
-"""cameras.py: ray-sphere bounds worked out by hand."""
+"""cameras.py: ray-sphere bounds worked out by hand; the typical training camera (mean_view)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lolnerf_cli.cameras import sphere_bounds
+from lolnerf_cli.cameras import Camera, focal_from_fov, look_at, mean_view, spherical_eye, sphere_bounds
 
 
 def test_sphere_bounds_by_hand():
@@ -22,3 +22,22 @@ def test_sphere_bounds_off_axis_chord():
     # a ray at height 0.6 through a unit sphere crosses it along a chord of half-length 0.8
     near, far, hit = sphere_bounds(torch.tensor([[0.0, 0.6, 5.0]]), torch.tensor([[0.0, 0.0, -1.0]]), 1.0)
     assert bool(hit[0]) and float(near[0]) == pytest.approx(4.2) and float(far[0]) == pytest.approx(5.8)
+
+
+def _camera(yaw: float, pitch: float, radius: float, fov: float, size: int = 64) -> Camera:
+    f = focal_from_fov(fov, size)
+    return Camera(look_at(spherical_eye(yaw, pitch, radius)), f, f, size / 2, size / 2, size, size)
+
+
+def test_mean_view_of_agreeing_cameras_is_their_common_view():
+    cams = [_camera(y, p, 2.7, 30.0) for y, p in ((-20.0, 0.0), (20.0, 0.0), (10.0, 6.0), (10.0, -6.0))]
+    yaw, pitch, radius, fov = mean_view(cams)
+    assert (pitch, radius, fov) == pytest.approx((0.0, 2.7, 30.0), abs=1e-6) and 0.0 < yaw < 10.0
+
+
+def test_mean_view_ignores_a_few_badly_fitted_focal_lengths():
+    # as fit-cameras leaves them: most photos near 31 degrees, a few with a far too short focal length
+    # (a wide field of view) and the camera pulled in close to match; the mean would follow those few
+    cams = [_camera(0.0, 0.0, 2.6, 31.0 + 0.1 * k) for k in range(9)] + [_camera(0.0, 0.0, 1.0, 110.0)]
+    _, _, radius, fov = mean_view(cams)
+    assert fov == pytest.approx(31.45, abs=1e-6) and radius == pytest.approx(2.6, abs=1e-9)

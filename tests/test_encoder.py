@@ -117,6 +117,29 @@ def test_nearest_rotation_keeps_rotations_and_fixes_reflections():
     assert torch.det(nearest_rotation(flipped)) == pytest.approx(1.0)
 
 
+def test_at_focal_keeps_the_object_where_the_photo_shows_it():
+    # a fitted camera with a short focal length sits close; at the encoder's focal length the same photo
+    # is explained by a camera further back that shows the object's centre plane exactly as the photo does
+    from lolnerf_cli.cameras import Camera, look_at, spherical_eye
+    from lolnerf_cli.encoder import at_focal
+
+    c2w = look_at(spherical_eye(25.0, -10.0, 1.3))
+    c2w[:3, 3] += np.array([0.05, -0.03, 0.02])                 # the origin off the optical axis
+    moved = at_focal(torch.tensor(c2w)[None], torch.tensor([40.0]), 120.0)[0].numpy()
+    assert np.allclose(moved[:3, :3], c2w[:3, :3])
+    assert np.linalg.norm(moved[:3, 3]) > 2.5 * np.linalg.norm(c2w[:3, 3])
+
+    def project(cam: Camera, x: np.ndarray) -> np.ndarray:
+        w2c = np.linalg.inv(cam.c2w)
+        p = w2c[:3, :3] @ x + w2c[:3, 3]
+        return np.array([cam.fx * p[0] / -p[2] + cam.cx, cam.fy * -p[1] / -p[2] + cam.cy])
+
+    near, far = Camera(c2w, 40.0, 40.0, 32, 32, 64, 64), Camera(moved, 120.0, 120.0, 32, 32, 64, 64)
+    right, up = c2w[:3, 0], c2w[:3, 1]                          # the plane through the origin facing the camera
+    for x in (np.zeros(3), 0.3 * right, -0.2 * right + 0.25 * up):
+        assert np.allclose(project(near, x), project(far, x), atol=1e-9)
+
+
 # ----------------------------------------------------------------------------------------- training
 def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
     from lolnerf_cli.encoder_train import train_encoder
@@ -146,6 +169,26 @@ def test_train_encoder_resumes_exactly(tmp_path, tmp_path_factory):
     rec = read_log(a / "encoder_log.jsonl")[-1]
     for key in ("loss", "loss_latent", "loss_rotation", "loss_position", "loss_self", "rotation_error_deg"):
         assert np.isfinite(rec[key]), key
+
+
+def test_train_encoder_takes_the_training_cameras_median_field_of_view(tmp_path, tmp_path_factory):
+    # a run trained before view.json held the median keeps its mean there; the encoder reads the cameras
+    from lolnerf_cli.cameras import mean_view
+    from lolnerf_cli.data import camera_tensors, select_frames
+    from lolnerf_cli.encoder_train import EncoderTrainConfig, EncoderTrainer
+    from lolnerf_cli.formats import write_json
+
+    tiny = tiny_run(tmp_path_factory)
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run)
+    view = json.loads((run / "view.json").read_text())
+    write_json(run / "view.json", {**view, "fov": view["fov"] + 20.0})
+    trainer = EncoderTrainer(run, EncoderTrainConfig(steps=1, **_small_training()), device="cpu")
+    frames = select_frames(tiny.data).frames
+    assert trainer.ecfg.fov == pytest.approx(mean_view(frames)[3]) == pytest.approx(view["fov"])
+    # calibrated cameras share that focal length: at_focal leaves every target where it was
+    c2w = camera_tensors(frames, trainer.res)["c2w"]
+    assert torch.allclose(trainer.cam_c2w.cpu(), c2w, atol=1e-5)
 
 
 def test_train_encoder_cli_refuses_to_overwrite_and_bad_mix(enc_run):
