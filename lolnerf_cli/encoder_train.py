@@ -229,7 +229,7 @@ class EncoderTrainer:
         if set_fov:
             self.ecfg.fov = float(mean_view(cams)[3])
         self.cache = cache
-        # the encoder has one focal length (RUN/view.json's field of view) and fitted cameras each their own:
+        # the encoder has one focal length (the median field of view) and fitted cameras each their own:
         # every target camera is moved along its axis to show the photo at its own scale with that focal length
         focal = focal_from_fov(self.ecfg.fov, self.res)
         self.cam_c2w = at_focal(ct["c2w"].double(), ct["fy"].double(), focal).float().to(self.device)
