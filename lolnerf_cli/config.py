@@ -162,6 +162,7 @@ class EvalConfig:
     encoder_refine_camera: bool = True  # ... which also optimise the encoder's camera (as `invert` does)
     refine_query_camera: bool = True    # "query" frames: the inversion also corrects the landmark-fitted query
                                         # camera (as `invert` does), and the other views follow it
+    sections: str = "all"         # comma-separated sections to run (evaluate.SECTION_NAMES), or "all"
 
 
 @dataclass

@@ -66,6 +66,7 @@ from .images import resize
 from .progress import Progress, or_silent
 
 METRICS_FORMAT = "lolnerf-metrics"
+SECTION_NAMES = ("train", "heldout", "novel", "encoder", "training_cameras")   # --sections; novel brings depth
 FIGURE_KINDS = ("novel", "train")   # figure rows by kind, in this order
 
 
@@ -195,6 +196,17 @@ class Evaluator:
         self.figure_rows.append({"kind": kind, "caption": caption, "tiles": tiles})
 
 
+def parse_sections(text: str) -> tuple[str, ...] | None:
+    """--sections: "all" (None: every section whose inputs exist) or comma-separated SECTION_NAMES."""
+    names = tuple(dict.fromkeys(s.strip() for s in str(text).split(",") if s.strip()))
+    if not names or names == ("all",):
+        return None
+    bad = [n for n in names if n not in SECTION_NAMES]
+    if bad:
+        raise InputError("--sections", f"has unknown section '{bad[0]}'; choose from {', '.join(SECTION_NAMES)} or all")
+    return names
+
+
 def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_dir: str | Path | None = None,
              heldout_dir: str | Path | None = None, options: EvalOptions | None = None,
              progress: Progress | None = None, figure: bool = True) -> EvalResult:
@@ -213,21 +225,35 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
     heldout = Path(heldout_dir) if heldout_dir is not None else (default_holdout if default_holdout.is_dir() else None)
     fig_path = figure_path_for(out) if figure else None
 
+    wanted = parse_sections(opt.sections)
+    from .encoder import encoder_paths, has_encoder
+
+    missing = {
+        "heldout": None if heldout is not None else f"{default_holdout} does not exist and --heldout was not given",
+        "novel": None if novel is not None else f"{default_holdout / 'transforms.json'} does not exist and --novel "
+                                                "was not given",
+        "encoder": (f"{encoder_paths(run_dir)[0]} does not exist" if not has_encoder(run_dir) else
+                    None if heldout is not None or novel is not None else "there is no held-out or novel-view folder"),
+        "training_cameras": None if (data_dir / TRUE_CAMERAS).is_file() else f"{data_dir / TRUE_CAMERAS} does not exist",
+    }
+    if wanted is not None:
+        for name in wanted:
+            if missing.get(name):
+                raise InputError("--sections", f"asks for '{name}', which has nothing to score: {missing[name]}")
     ev = Evaluator(data_dir, run_dir, opt, progress)
-    sections: list[Section] = [TrainSection()]
-    if heldout is not None:
+    on = lambda name: (wanted is None and not missing.get(name)) or (wanted is not None and name in wanted)  # noqa: E731
+    sections: list[Section] = [TrainSection()] if on("train") else []
+    if on("heldout"):
         sections.append(HeldoutSection(heldout))
-    if novel is not None:
+    if on("novel"):
         up_fig = fig_path.with_name(fig_path.name.replace(FIGURE_SUFFIX, f"_upsampled{FIGURE_SUFFIX}")) \
             if fig_path is not None else None
         sections.append(NovelSection(novel, opt.upsample, up_fig))
-    from .encoder import has_encoder
-
-    if has_encoder(run_dir) and (heldout is not None or novel is not None):
+    if on("encoder"):
         from .encoder_eval import EncoderSection
 
         sections.append(EncoderSection(heldout, novel, opt.encoder_steps, opt.encoder_refine_camera))
-    if (data_dir / TRUE_CAMERAS).is_file():
+    if on("training_cameras"):
         sections.append(TrainingCamerasSection(data_dir / TRUE_CAMERAS))
     # every section's inputs are read and checked before any rendering: a wrong folder fails in a second
     frames = {"option": opt.frames, "training_cameras": "fit-cameras" if ev.training_fitted else "given",
@@ -254,7 +280,8 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
                      "resolution": ev.res, "precision": ev.precision, "device": str(ev.device),
                      "novel": None if novel is None else str(novel.resolve()),
                      "heldout": None if heldout is None else str(heldout.resolve()),
-                     "mask_threshold": MASK_THRESHOLD, "frames": frames, "render": asdict(loaded.cfg.render)},
+                     "mask_threshold": MASK_THRESHOLD, "frames": frames, "render": asdict(loaded.cfg.render),
+                     "sections": [sec.name for sec in sections]},
         "lpips": ev.scorer.lpips_weights,     # where the weights came from, or null (see lpips_unavailable)
     }
     if ev.scorer.lpips_reason:
@@ -262,8 +289,10 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
     for sec in sections:
         metrics.update(sec.run(ev))
 
+    rows = [r for kind in FIGURE_KINDS for r in ev.figure_rows if r["kind"] == kind]
+    if not rows:            # sections chosen without pictures (--sections encoder): no figure to write
+        fig_path = None
     if fig_path is not None:
-        rows = [r for kind in FIGURE_KINDS for r in ev.figure_rows if r["kind"] == kind]
         w, h = write_figure(fig_path, rows, ev.res)
         metrics["figure"] = {"file": fig_path.name, "width": w, "height": h, "rows": [r["caption"] for r in rows],
                              "columns": "query/photo | prediction | ground truth (novel) or |error| (train) | "

@@ -304,6 +304,24 @@ def test_bad_encoder_files_and_photos_are_one_line_exit_2(tmp_path, enc_run, dam
 
 
 # ----------------------------------------------------------------------------------------- eval
+def test_eval_sections_runs_only_the_ones_asked_for(tmp_path, tmp_path_factory, enc_run):
+    from lolnerf_cli.evaluate import EvalOptions, evaluate
+
+    res = evaluate(enc_run.data, enc_run.enc_run, tmp_path / "m.json",
+                   options=EvalOptions(subset=2, invert_steps=2, device="cpu", encoder_steps=2, sections="encoder"))
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["settings"]["sections"] == ["encoder"] and np.isfinite(m["encoder"]["novel"]["hybrid"]["psnr"]["mean"])
+    assert not any(k in m for k in ("train", "heldout", "novel", "depth", "figure"))
+    assert res.figure_path is None and not (tmp_path / "m_figure.png").exists()     # no pictures were made
+    r = invoke(["eval", str(enc_run.data), "--model", str(enc_run.enc_run), "--out", str(tmp_path / "b.json"),
+                "--sections", "train,bogus"])
+    assert r.exit_code == 2 and "--sections" in error_line(r) and "bogus" in error_line(r)
+    tiny = tiny_run(tmp_path_factory)                                            # a run without an encoder
+    r = invoke(["eval", str(tiny.data), "--model", str(tiny.run), "--out", str(tmp_path / "c.json"),
+                "--sections", "encoder"])
+    assert r.exit_code == 2 and "encoder.safetensors" in error_line(r) and not (tmp_path / "c.json").exists()
+
+
 def test_eval_has_an_encoder_section(tmp_path, enc_run):
     from lolnerf_cli.evaluate import EvalOptions, evaluate
 

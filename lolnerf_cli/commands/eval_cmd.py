@@ -45,6 +45,10 @@ def evaluate(
                                                       "run's invert.latent_prior; 0: none; docs/evaluation.md)."),
     encoder_steps: int = typer.Option(30, "--encoder-steps", min=1, help="With RUN/encoder.safetensors: optimisation "
                                                                          "steps of the hybrid answer (encoder + steps)."),
+    sections: str = typer.Option(EvalConfig.sections, "--sections",
+                                 help="Which sections to run, comma-separated: train, heldout, novel (with depth), "
+                                      "encoder, training_cameras; 'all' (default) runs every one whose inputs "
+                                      "exist."),
 ):
     """Measure reconstruction, held-out, novel-view and depth quality the way the paper does."""
     from ..evaluate import EvalOptions, evaluate as run_eval
@@ -55,7 +59,7 @@ def evaluate(
         raise InputError("--upsample", "must be 0 (off) or at least 2")
     opts = EvalOptions(subset=subset, invert_steps=invert_steps, seed=seed, device=device, precision=precision,
                        frames=frames, upsample=upsample, encoder_steps=encoder_steps,
-                       refine_query_camera=refine_query_camera, latent_prior=latent_prior)
+                       refine_query_camera=refine_query_camera, latent_prior=latent_prior, sections=sections)
     result = run_eval(data, model, out, novel_dir=novel, heldout_dir=heldout, options=opts, progress=reporter(),
                       figure=figure)
     if result.lpips_unavailable:
