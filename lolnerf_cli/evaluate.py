@@ -228,20 +228,25 @@ def evaluate(data_dir: str | Path, run_dir: str | Path, out: str | Path, novel_d
     wanted = parse_sections(opt.sections)
     from .encoder import encoder_paths, has_encoder
 
-    missing = {
-        "heldout": None if heldout is not None else f"{default_holdout} does not exist and --heldout was not given",
-        "novel": None if novel is not None else f"{default_holdout / 'transforms.json'} does not exist and --novel "
-                                                "was not given",
-        "encoder": (f"{encoder_paths(run_dir)[0]} does not exist" if not has_encoder(run_dir) else
-                    None if heldout is not None or novel is not None else "there is no held-out or novel-view folder"),
-        "training_cameras": None if (data_dir / TRUE_CAMERAS).is_file() else f"{data_dir / TRUE_CAMERAS} does not exist",
-    }
-    if wanted is not None:
-        for name in wanted:
-            if missing.get(name):
-                raise InputError("--sections", f"asks for '{name}', which has nothing to score: {missing[name]}")
+    missing = {}            # section -> why it has nothing to score here
+    if heldout is None:
+        missing["heldout"] = f"{default_holdout} does not exist and --heldout was not given"
+    if novel is None:
+        missing["novel"] = f"{default_holdout / 'transforms.json'} does not exist and --novel was not given"
+    if not has_encoder(run_dir):
+        missing["encoder"] = f"{encoder_paths(run_dir)[0]} does not exist"
+    elif heldout is None and novel is None:
+        missing["encoder"] = "there is no held-out or novel-view folder"
+    if not (data_dir / TRUE_CAMERAS).is_file():
+        missing["training_cameras"] = f"{data_dir / TRUE_CAMERAS} does not exist"
+    for name in wanted or ():
+        if name in missing:
+            raise InputError("--sections", f"asks for '{name}', which has nothing to score: {missing[name]}")
     ev = Evaluator(data_dir, run_dir, opt, progress)
-    on = lambda name: (wanted is None and not missing.get(name)) or (wanted is not None and name in wanted)  # noqa: E731
+
+    def on(name: str) -> bool:          # asked for (or "all") and its inputs exist
+        return name not in missing and (wanted is None or name in wanted)
+
     sections: list[Section] = [TrainSection()] if on("train") else []
     if on("heldout"):
         sections.append(HeldoutSection(heldout))
