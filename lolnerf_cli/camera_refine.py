@@ -67,15 +67,31 @@ def rotation_angle_deg(r_a: np.ndarray, r_b: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def aligned_rotation_errors(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray:
-    """Rotation errors in degrees [N] of estimated camera-to-world rotations against true ones, after the
-    one rotation that best maps the estimated frame onto the true one (the chordal mean of R_true R_est^T):
-    a fitted object frame differs from the true one by an unknown global rotation."""
+def _aligned(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray:
+    """Estimated camera-to-world rotations [N, 3, 3] turned by the one rotation that best maps the estimated
+    frame onto the true one (the chordal mean of R_true R_est^T): a fitted object frame differs from the
+    true one by an unknown global rotation."""
     m = np.einsum("nij,nkj->ik", r_true, r_est)              # sum of R_true R_est^T
     u, _, vt = np.linalg.svd(m)
     d = np.sign(np.linalg.det(u @ vt))
     g = u @ np.diag([1.0, 1.0, d]) @ vt
-    return rotation_angle_deg(np.einsum("ij,njk->nik", g, r_est), r_true)
+    return np.einsum("ij,njk->nik", g, r_est)
+
+
+def aligned_rotation_errors(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray:
+    """Rotation errors in degrees [N] of estimated camera-to-world rotations against true ones, the frames
+    aligned first (`_aligned`)."""
+    return rotation_angle_deg(_aligned(r_est, r_true), r_true)
+
+
+def aligned_rotation_components(r_est: np.ndarray, r_true: np.ndarray) -> np.ndarray:
+    """The same errors split by axis, degrees [N, 3]: the axis-angle vector of the turn about the object that
+    takes each aligned estimate to the truth (R_true R_est^T), in the object frame: about X (pitch: nodding),
+    Y (yaw: shaking the head) and Z (roll). Their norm is `aligned_rotation_errors`."""
+    from scipy.spatial.transform import Rotation
+
+    rel = np.einsum("nij,nkj->nik", r_true, _aligned(r_est, r_true))
+    return np.degrees(Rotation.from_matrix(rel).as_rotvec())
 
 
 class CameraRefiner:

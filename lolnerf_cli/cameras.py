@@ -162,7 +162,9 @@ def sphere_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float, near
     c = (origins * origins).sum(-1) - radius * radius
     disc = b * b - 4 * a * c
     hit = disc > 0
-    sq = torch.sqrt(disc.clamp_min(0))
+    # sqrt only where the ray hits: sqrt(clamp(disc, 0)) has the right value but an infinite slope at 0, and
+    # inf * 0 made the gradient of a missing ray NaN (it reaches refined or inverted cameras' corrections)
+    sq = torch.where(hit, torch.sqrt(torch.where(hit, disc, torch.ones_like(disc))), torch.zeros_like(disc))
     near = ((-b - sq) / (2 * a)).clamp_min(near_min)
     far = ((-b + sq) / (2 * a)).clamp_min(near_min)
     far = torch.where(hit, far, near)

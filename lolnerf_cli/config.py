@@ -90,6 +90,9 @@ class TrainConfig:
     hard_surface_weight: float = 0.1
     encoding_anneal: float = 0.25   # "ipe": the encoding's octaves open coarse to fine over this fraction of the steps
     interlevel_weight: float = 1.0  # proposal sampler: proposal weights must bound the main field's (mip-NeRF 360)
+    symmetry_weight: float = 0.0    # mirror symmetry of shape about the object frame's x = 0 plane (losses.symmetry_loss);
+                                    # 0: off. For classes that are left-right symmetric in a face5 (or true) frame
+    symmetry_every: int = 4         # ... computed on every this-many-th ray of a step
     grad_clip: float = 1.0        # max global grad norm of the network
     micro_batch_rays: int = 256   # on CPU, rays per forward/backward pass within a step, gradients summed (0: all
                                   # at once): the same step with activations in cache; GPUs take whole steps
@@ -221,6 +224,9 @@ class Config:
             raise InputError(where, f"train.refine_cameras must be 'auto', 'on' or 'off', got '{self.train.refine_cameras}'")
         if r.image_sample_factor < 1:
             raise InputError(where, f"render.image_sample_factor must be at least 1, got {r.image_sample_factor}")
+        if not self.train.symmetry_weight >= 0 or self.train.symmetry_every < 1:
+            raise InputError(where, f"train.symmetry_weight must be 0 or more and train.symmetry_every at least 1, "
+                                    f"got {self.train.symmetry_weight:g} and {self.train.symmetry_every}")
         if not self.invert.latent_prior >= 0:
             raise InputError(where, f"invert.latent_prior must be 0 or more, got {self.invert.latent_prior:g}")
         if self.invert.camera_pivot not in CAMERA_PIVOTS:

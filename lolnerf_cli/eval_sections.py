@@ -227,7 +227,7 @@ class TrainingCamerasSection(Section):
         self.true = np.stack([true[it.file_path][:3, :3] for it in ev.train_items])
 
     def run(self, ev) -> dict[str, Any]:
-        from .camera_refine import aligned_rotation_errors
+        from .camera_refine import aligned_rotation_components, aligned_rotation_errors
         from .formats import read_transforms
 
         by_path = {f.file_path: f.c2w for f in read_transforms(ev.data_dir / "transforms.json").frames}
@@ -237,8 +237,10 @@ class TrainingCamerasSection(Section):
 
         def stats(r: np.ndarray) -> dict[str, float]:
             e = aligned_rotation_errors(r, self.true)
+            axes = np.median(np.abs(aligned_rotation_components(r, self.true)), axis=0)
             return {"median_deg": float(np.median(e)), "p90_deg": float(np.percentile(e, 90)),
-                    "mean_deg": float(e.mean())}
+                    "mean_deg": float(e.mean()),
+                    "median_abs_axis_deg": {k: float(v) for k, v in zip(("pitch", "yaw", "roll"), axes)}}
 
         out = {"true_cameras": str(self.path), "images": len(ev.train_items), "refined": refined,
                "dataset_cameras": stats(dataset), "trained_cameras": stats(used)}

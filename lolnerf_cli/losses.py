@@ -37,6 +37,37 @@ def hard_surface_loss(weights: torch.Tensor) -> torch.Tensor:
     return (-torch.log(torch.exp(-w.abs()) + torch.exp(-(1 - w).abs())) + math.log(1 + math.exp(-1))).mean()
 
 
+# The mirror-symmetry loss looks at this many points per ray, spread over SYMMETRY_BAND scene units of the ray
+# about its expected surface depth, each standing for an interval of SYMMETRY_STEP scene units.
+SYMMETRY_POINTS = 8
+SYMMETRY_BAND = 0.1
+SYMMETRY_STEP = 0.05
+MIRROR_X = (-1.0, 1.0, 1.0)     # the object frame's mirror: x -> -x (SPEC: +X is the eye line)
+
+
+def symmetry_loss(density: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], origins: torch.Tensor,
+                  dirs: torch.Tensor, z: torch.Tensor, alpha: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Mirror symmetry of the object's shape, per ray [R]: the opacity of the field near each ray's surface
+    should equal the opacity at the mirrored points (x -> -x), for the same latent.
+
+    density(points [R, S, 3], z [R, D]) -> sigma [R, S]; origins, dirs [R, 3] (object frame), alpha [R] and
+    depth [R] (expected t, not yet divided by alpha) of the rendered rays. Points are SYMMETRY_POINTS evenly
+    spaced over +-SYMMETRY_BAND / 2 about the expected depth, detached (the loss shapes the field and the
+    latents, not the cameras). Each ray counts by its opacity (alpha), so rays that miss the object count
+    0. Colour is left out: light from one side makes a symmetric face's colours asymmetric."""
+    a = alpha.detach()
+    t = depth.detach() / a.clamp_min(1e-6)
+    dl = dirs.norm(dim=-1)
+    offs = torch.linspace(-0.5, 0.5, SYMMETRY_POINTS, device=origins.device, dtype=origins.dtype) * SYMMETRY_BAND
+    tt = t[:, None] + offs[None] / dl[:, None]                                              # [R, S]
+    pts = (origins[:, None] + dirs[:, None] * tt[..., None]).detach()                       # [R, S, 3]
+    mirror = torch.tensor(MIRROR_X, device=pts.device, dtype=pts.dtype)
+    sigma = density(torch.cat([pts, pts * mirror], 0), torch.cat([z, z], 0)).float()
+    occ = 1.0 - torch.exp(-sigma * SYMMETRY_STEP)
+    own, mirrored = occ.chunk(2)
+    return ((own - mirrored) ** 2).mean(-1) * a.to(own.dtype)
+
+
 def psnr_from_mse(mse: float) -> float:
     return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
 
@@ -47,11 +78,14 @@ class LossWeights:
     mask: float
     hard_surface: float
     interlevel: float = 0.0         # proposal sampler only; inversion leaves it out (the network is frozen)
+    symmetry: float = 0.0           # training only (`symmetry_loss`, added by the trainer)
 
     @classmethod
     def of(cls, tc, interlevel: bool = True) -> "LossWeights":
-        """The weights of a TrainConfig (`interlevel=False`: without the proposal networks' term)."""
-        return cls(tc.rgb_weight, tc.mask_weight, tc.hard_surface_weight, tc.interlevel_weight if interlevel else 0.0)
+        """The weights of a TrainConfig (`interlevel=False`: without the proposal networks' term, nor the
+        symmetry term, which only training computes)."""
+        return cls(tc.rgb_weight, tc.mask_weight, tc.hard_surface_weight, tc.interlevel_weight if interlevel else 0.0,
+                   tc.symmetry_weight if interlevel else 0.0)
 
 
 def compose_loss(out, target: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor, weights: LossWeights,

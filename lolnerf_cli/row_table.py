@@ -50,6 +50,13 @@ class RowTable:
     def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
 
+    def grad_finite(self) -> bool:
+        """Whether this step's gradient rows are all finite (True when there is none)."""
+        g = self.emb.weight.grad
+        if g is None:
+            return True
+        return bool(torch.isfinite(g.coalesce().values() if g.is_sparse else g).all())
+
     def step(self, lr_factor: float = 1.0) -> None:
         for grp in self.opt.param_groups:
             grp["lr"] = self.base_lr * lr_factor

@@ -19,6 +19,7 @@ atomically written file; `model.safetensors` is the user-facing model.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from .cameras import Camera, look_at, mean_view, pixel_rays, spherical_eye
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, check_sampler, config_from_dict
 from .data import build_cache, camera_tensors, select_frames
-from .device import denormals_flushed, pick_device, resolve_precision
+from .device import autocast, denormals_flushed, pick_device, resolve_precision
 from .distributed import gather_all, init_distributed
 from .errors import InputError, LolnerfError, ParamError
 from .camera_refine import CameraRefiner, write_refined_cameras
@@ -41,7 +42,7 @@ from .formats import read_json, read_keypoints, read_transforms, write_images_js
 from .run_log import append_log
 from .folders import dataset, run_folder
 from .images import save_png
-from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse
+from .losses import LossWeights, backward_in_micro_batches, compose_loss, psnr_from_mse, symmetry_loss
 from .model import GenerativeNeRF
 from .model.encoding import nyquist_octaves
 from .model.latents import init_table
@@ -238,6 +239,14 @@ class Trainer:
             out = render_rays(self.model, origins, dirs, self.latents(lat_idx[sl]), self.cfg.render,
                               perturb=True, precision=self.precision, generator=g, pix=pix[sl])
             loss, terms = compose_loss(out, target[sl], mask[sl], has_m[sl], self.loss_weights, n_rays, n_masked)
+            if self.loss_weights.symmetry > 0:
+                k = max(1, tc.symmetry_every)
+                with autocast(dev, self.precision):
+                    per_ray = symmetry_loss(lambda x, zz: self.model.field(x, zz)[0], origins[::k], dirs[::k],
+                                            self.latents(lat_idx[sl][::k]), out.alpha[::k], out.depth[::k])
+                terms["loss_symmetry"] = per_ray.sum() / math.ceil(n_rays / k)
+                loss = loss + self.loss_weights.symmetry * terms["loss_symmetry"]
+                terms["loss"] = loss
             return loss, {**terms, "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
 
         finite, sums = backward_in_micro_batches(n_rays, tc.micro_batch_rays, dev, loss_of)
@@ -245,6 +254,9 @@ class Trainer:
             prior = refiner.prior_loss(local.to(dev))
             prior.backward()
             sums["loss_camera_prior"] = float(prior.detach())
+        # a table's rows are stepped without clipping: one non-finite row gradient would poison its row (and,
+        # through the cameras' recentring, every row), so such a step is dropped like a non-finite loss
+        finite = finite and all(table.grad_finite() for table in self.tables)
         ok = torch.tensor(float(finite), device=dev)
         if self.info.world > 1:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
@@ -344,6 +356,7 @@ class Trainer:
             "loss_hard": acc["loss_hard"] / n,
             "loss_interlevel": acc.get("loss_interlevel", 0.0) / n,
             **({"loss_camera_prior": acc.get("loss_camera_prior", 0.0) / n} if self.refiner is not None else {}),
+            **({"loss_symmetry": acc.get("loss_symmetry", 0.0) / n} if self.loss_weights.symmetry > 0 else {}),
             "psnr": psnr_from_mse(acc["loss_rgb"] / n),
             "alpha_mean": acc["alpha_mean"] / n,
             "lr": acc["lr"] / n,

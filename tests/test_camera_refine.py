@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lolnerf_cli.camera_refine import aligned_rotation_errors, axis_angle_matrix, apply_corrections
+from lolnerf_cli.camera_refine import (aligned_rotation_components, aligned_rotation_errors, axis_angle_matrix,
+                                      apply_corrections)
 from lolnerf_cli.camfit import fit_cameras
 from lolnerf_cli.train import Trainer, resolve_config
 
@@ -75,6 +76,21 @@ def test_rotation_errors_ignore_the_frames_global_rotation():
     est = np.einsum("ij,njk,nkl->nil", g, noise, true)
     err = aligned_rotation_errors(est, true)
     assert 2.0 < np.median(err) < 8.0
+
+
+def test_rotation_error_components_name_the_axis_turned():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    true = Rotation.from_rotvec(rng.normal(0, 0.4, (40, 3))).as_matrix()
+    g = Rotation.from_rotvec([0.2, 0.5, -0.1]).as_matrix()
+    # each camera nodded (about the object's X axis) by its own angle, then the whole frame turned by g
+    nod = rng.choice([-1.0, 1.0], 40) * rng.uniform(3.0, 9.0, 40)
+    turn = Rotation.from_rotvec(np.radians(nod)[:, None] * np.array([[1.0, 0.0, 0.0]])).as_matrix()
+    est = np.einsum("ij,njk,nkl->nil", g, turn, true)
+    comp = aligned_rotation_components(est, true)
+    assert np.median(np.abs(comp[:, 0])) > 4.0 and np.abs(comp[:, 1:]).max() < 0.5
+    assert np.allclose(np.linalg.norm(comp, axis=1), aligned_rotation_errors(est, true), atol=1e-6)
 
 
 def test_refinement_is_on_for_fitted_cameras_and_writes_cameras_json(fitted_data, tmp_path):
@@ -213,6 +229,8 @@ def test_eval_reports_the_training_cameras_rotation_error(fitted_data, tmp_path)
     assert tc["dataset_cameras"]["median_deg"] > 1.0
     assert tc["trained_cameras"]["median_deg"] != tc["dataset_cameras"]["median_deg"]
     assert tc["median_ratio"] == pytest.approx(tc["trained_cameras"]["median_deg"] / tc["dataset_cameras"]["median_deg"])
+    axes = tc["dataset_cameras"]["median_abs_axis_deg"]
+    assert set(axes) == {"pitch", "yaw", "roll"} and max(axes.values()) <= tc["dataset_cameras"]["p90_deg"]
 
 
 def test_windowed_nerf_encoding_scales_each_octave():
@@ -243,3 +261,16 @@ def test_eval_refines_the_query_camera_by_default_and_the_views_follow_it(fitted
     pa = [v["psnr"] for v in base.metrics["novel"]["views"]]
     pb = [v["psnr"] for v in ref.metrics["novel"]["views"]]
     assert len(pa) == len(pb) and pa != pb
+
+
+def test_a_non_finite_row_gradient_is_reported_before_the_table_steps():
+    from lolnerf_cli.distributed import DistInfo
+    from lolnerf_cli.row_table import RowTable
+
+    table = RowTable("camera_delta", torch.zeros(4, 6), torch.arange(4), 1e-2, torch.device("cpu"), DistInfo())
+    assert table.grad_finite()                                    # no gradient yet
+    table(torch.tensor([0, 2])).sum().backward()
+    assert table.grad_finite()
+    table.zero_grad()
+    (table(torch.tensor([1])) * float("nan")).sum().backward()  # what a NaN pose gradient looks like
+    assert not table.grad_finite()

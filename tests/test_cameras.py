@@ -41,3 +41,16 @@ def test_mean_view_ignores_a_few_badly_fitted_focal_lengths():
     cams = [_camera(0.0, 0.0, 2.6, 31.0 + 0.1 * k) for k in range(9)] + [_camera(0.0, 0.0, 1.0, 110.0)]
     _, _, radius, fov = mean_view(cams)
     assert fov == pytest.approx(31.45, abs=1e-6) and radius == pytest.approx(2.6, abs=1e-9)
+
+
+def test_sphere_bounds_gradient_is_finite_for_rays_that_miss():
+    # refined and inverted cameras take gradients through the bounds: a ray that misses the sphere (or
+    # grazes it) must give a finite gradient, not NaN (sqrt's infinite slope at 0 times clamp's zero)
+    origins = torch.tensor([[0.0, 0.0, 3.0], [0.0, 2.0, 3.0], [0.0, 1.0, 3.0]], requires_grad=True)
+    dirs = torch.tensor([[0.0, 0.0, -1.0]] * 3, requires_grad=True)
+    near, far, hit = sphere_bounds(origins, dirs, 1.0)
+    assert hit.tolist() == [True, False, False]                        # the third ray only touches the sphere
+    assert near[0].item() == pytest.approx(2.0) and far[0].item() == pytest.approx(4.0)
+    assert near[1].item() == far[1].item()                             # a miss: zero length
+    (near.sum() + far.sum()).backward()
+    assert torch.isfinite(origins.grad).all() and torch.isfinite(dirs.grad).all()

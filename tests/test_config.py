@@ -71,6 +71,16 @@ def test_a_negative_latent_prior_in_config_json_is_refused():
         config_from_dict(d, "run/config.json")
 
 
+def test_a_negative_symmetry_weight_in_config_json_is_refused():
+    d = Config().to_dict()
+    d["train"]["symmetry_weight"] = -1.0
+    with pytest.raises(InputError, match="train.symmetry_weight must be 0 or more"):
+        config_from_dict(d, "run/config.json")
+    d["train"]["symmetry_weight"], d["train"]["symmetry_every"] = 0.1, 0
+    with pytest.raises(InputError, match="symmetry_every at least 1"):
+        config_from_dict(d, "run/config.json")
+
+
 def test_an_unknown_camera_pivot_in_config_json_is_refused():
     d = Config().to_dict()
     assert d["invert"]["camera_pivot"] == "object"

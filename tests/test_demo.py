@@ -30,6 +30,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     transforms = json.loads((out / "data" / "transforms.json").read_text())
     assert transforms.get("camera_source") == "fit-cameras"           # trained on fitted, not true, cameras
     assert (out / "run" / "model.safetensors").is_file()
+    assert json.loads((out / "run" / "config.json").read_text())["train"]["symmetry_weight"] > 0
     reader = iio.get_reader(out / "orbit.mp4", format="FFMPEG")
     try:
         assert reader.count_frames() == 24 and reader.get_data(0).shape == (96, 96, 3)

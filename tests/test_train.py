@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from lolnerf_cli import train as train_mod
 from lolnerf_cli.errors import InputError, LolnerfError
 from lolnerf_cli.run_log import read_log
-from lolnerf_cli.losses import hard_surface_loss
+from lolnerf_cli.losses import hard_surface_loss, symmetry_loss
 from lolnerf_cli.model import load_model
 from lolnerf_cli.train import Trainer, resolve_config
 
@@ -187,6 +187,47 @@ def test_hard_surface_loss_prefers_zero_or_one():
     assert per[0] < 1e-6 and per[-1] < 1e-6 and per.argmax() == 50
     hard_surface_loss(w[None]).backward()
     assert (w.grad[10:50] > 0).all() and (w.grad[51:91] < 0).all()   # descent pushes w to the nearer of 0, 1
+
+
+def test_symmetry_loss_is_zero_for_a_mirror_symmetric_shape_only():
+    # rays from +Z straight at the object: x in [-0.5, 0.5], surface of a sphere at depth ~2
+    n = 16
+    xs = torch.linspace(-0.5, 0.5, n)
+    origins = torch.stack([xs, torch.zeros(n), torch.full((n,), 3.0)], -1)
+    dirs = torch.tensor([[0.0, 0.0, -1.0]]).expand(n, 3)
+    z = torch.zeros(n, 4)
+    alpha, depth = torch.ones(n), torch.full((n,), 2.3)          # depth: expected t times alpha
+
+    def ball(centre_x):
+        def density(x, zz):
+            c = torch.tensor([centre_x, 0.0, 0.0])
+            return 50.0 * torch.sigmoid(40.0 * (0.8 - (x - c).norm(dim=-1)))
+        return density
+
+    assert symmetry_loss(ball(0.0), origins, dirs, z, alpha, depth).abs().max() < 1e-6
+    off = symmetry_loss(ball(0.15), origins, dirs, z, alpha, depth)
+    assert off.shape == (n,) and off.max() > 1e-3
+    # each ray counts by its opacity: rays that miss the object count 0
+    half = symmetry_loss(ball(0.15), origins, dirs, z, torch.full((n,), 0.5), depth * 0.5)
+    assert torch.allclose(half, 0.5 * off)
+    assert torch.equal(symmetry_loss(ball(0.15), origins, dirs, z, torch.zeros(n), depth), torch.zeros(n))
+
+
+@pytest.mark.slow
+def test_symmetry_weight_trains_with_its_term_logged(synth_data, tmp_path):
+    Trainer(synth_data, tmp_path / "a", _cfg(tmp_path / "a", steps=10, log_every=5)).fit()
+    subprocess.run(LOLNERF + ["train", str(synth_data), "--out", str(tmp_path / "b"), "--preset", "tiny", "--steps", "10",
+                              "--precision", "fp32", "--preview-every", "0", "--log-every", "5", "--symmetry", "0.5"],
+                   check=True, capture_output=True)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["symmetry_weight"] == 0.5
+    plain, sym = read_log(tmp_path / "a" / "log.jsonl"), read_log(tmp_path / "b" / "log.jsonl")
+    assert "loss_symmetry" not in plain[-1]                    # off by default: nothing computed
+    assert all(r["loss_symmetry"] > 0 for r in sym)
+    # the logged loss holds the weighted term
+    first_a, first_b = plain[0], sym[0]
+    assert first_b["loss"] > first_b["loss_rgb"] + 0.1 * first_b["loss_mask"] + 0.1 * first_b["loss_hard"]
+    assert first_a["loss"] == pytest.approx(first_a["loss_rgb"] + 0.1 * first_a["loss_mask"] + 0.1 * first_a["loss_hard"],
+                                            rel=1e-4)
 
 
 @pytest.mark.slow

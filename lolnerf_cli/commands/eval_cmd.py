@@ -144,6 +144,10 @@ def print_tables(m: dict) -> None:
                       + (f"; ratio {tc['median_ratio']:.2f}" if tc["median_ratio"] is not None
                          else " (the dataset's cameras are the true ones: no ratio)"),
                       markup=False)
+        axes = tc["trained_cameras"].get("median_abs_axis_deg")
+        if axes:
+            console.print("  as trained, median |turn| about each axis: " +
+                          ", ".join(f"{k} {v:.2f} deg" for k, v in axes.items()), markup=False)
     if up and "unavailable" in up:
         console.print(f"novel views at another resolution: {up['unavailable']}")
     d = m.get("depth")

@@ -25,6 +25,7 @@ def train(
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1, help="Steps between log.jsonl records."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="hierarchical (NeRF: coarse + fine samples through the main network) or proposal (a small density network places the main network's samples; anti-aliased encoding). Default: the preset's."),
     refine_cameras: Optional[bool] = typer.Option(None, "--refine-cameras/--no-refine-cameras", help="Refine every training photo's camera while training (a small rotation + translation each, RUN/cameras.json). Default: off (train.refine_cameras; 'auto' refines only cameras fitted from landmarks); see docs/cameras.md for what it does and does not buy."),
+    symmetry: Optional[float] = typer.Option(None, "--symmetry", min=0.0, help="Weight of the mirror-symmetry loss on the object's shape (x -> -x in the object frame: left-right symmetric classes such as faces, with landmark-fitted or true cameras); 0: off (train.symmetry_weight, default 0). See docs/cameras.md."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE: any config.json setting of a new run, e.g. --set render.n_coarse=16 --set model.width=128 (VALUE read as JSON, else as text); repeatable, applied after --sampler."),
 ):
     """Train the latent table and the latent-conditioned NeRF (launch with torchrun for several GPUs/processes)."""
@@ -37,6 +38,8 @@ def train(
     overrides = {"render.sampler": sampler, **parse_settings(settings or [])}
     if refine_cameras is not None:
         overrides["train.refine_cameras"] = "on" if refine_cameras else "off"
+    if symmetry is not None:
+        overrides["train.symmetry_weight"] = symmetry
     try:
         summary = run_training(data, out, preset, steps, resume, device, reporter(), resolution=resolution,
                                images_per_step=images_per_step, pixels_per_image=pixels_per_image,
