@@ -78,14 +78,11 @@ class LossWeights:
     mask: float
     hard_surface: float
     interlevel: float = 0.0         # proposal sampler only; inversion leaves it out (the network is frozen)
-    symmetry: float = 0.0           # training only (`symmetry_loss`, added by the trainer)
 
     @classmethod
     def of(cls, tc, interlevel: bool = True) -> "LossWeights":
-        """The weights of a TrainConfig (`interlevel=False`: without the proposal networks' term, nor the
-        symmetry term, which only training computes)."""
-        return cls(tc.rgb_weight, tc.mask_weight, tc.hard_surface_weight, tc.interlevel_weight if interlevel else 0.0,
-                   tc.symmetry_weight if interlevel else 0.0)
+        """The weights of a TrainConfig (`interlevel=False`: without the proposal networks' term)."""
+        return cls(tc.rgb_weight, tc.mask_weight, tc.hard_surface_weight, tc.interlevel_weight if interlevel else 0.0)
 
 
 def compose_loss(out, target: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor, weights: LossWeights,

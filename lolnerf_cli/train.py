@@ -236,16 +236,17 @@ class Trainer:
 
         def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
             origins, dirs = rays(sl)
-            out = render_rays(self.model, origins, dirs, self.latents(lat_idx[sl]), self.cfg.render,
+            z = self.latents(lat_idx[sl])
+            out = render_rays(self.model, origins, dirs, z, self.cfg.render,
                               perturb=True, precision=self.precision, generator=g, pix=pix[sl])
             loss, terms = compose_loss(out, target[sl], mask[sl], has_m[sl], self.loss_weights, n_rays, n_masked)
-            if self.loss_weights.symmetry > 0:
-                k = max(1, tc.symmetry_every)
+            if tc.symmetry_weight > 0:     # computed here, not in compose_loss: it evaluates the field again
+                k = tc.symmetry_every
                 with autocast(dev, self.precision):
                     per_ray = symmetry_loss(lambda x, zz: self.model.field(x, zz)[0], origins[::k], dirs[::k],
-                                            self.latents(lat_idx[sl][::k]), out.alpha[::k], out.depth[::k])
+                                            z[::k], out.alpha[::k], out.depth[::k])
                 terms["loss_symmetry"] = per_ray.sum() / math.ceil(n_rays / k)
-                loss = loss + self.loss_weights.symmetry * terms["loss_symmetry"]
+                loss = loss + tc.symmetry_weight * terms["loss_symmetry"]
                 terms["loss"] = loss
             return loss, {**terms, "alpha_mean": out.alpha.sum() / n_rays, "samples": out.weights.numel()}
 
@@ -356,7 +357,7 @@ class Trainer:
             "loss_hard": acc["loss_hard"] / n,
             "loss_interlevel": acc.get("loss_interlevel", 0.0) / n,
             **({"loss_camera_prior": acc.get("loss_camera_prior", 0.0) / n} if self.refiner is not None else {}),
-            **({"loss_symmetry": acc.get("loss_symmetry", 0.0) / n} if self.loss_weights.symmetry > 0 else {}),
+            **({"loss_symmetry": acc.get("loss_symmetry", 0.0) / n} if self.cfg.train.symmetry_weight > 0 else {}),
             "psnr": psnr_from_mse(acc["loss_rgb"] / n),
             "alpha_mean": acc["alpha_mean"] / n,
             "lr": acc["lr"] / n,
