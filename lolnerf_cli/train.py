@@ -236,15 +236,14 @@ class Trainer:
 
         def loss_of(sl: slice):         # one micro-batch of the step's rays, its losses scaled to its share
             origins, dirs = rays(sl)
-            z = self.latents(lat_idx[sl])
-            out = render_rays(self.model, origins, dirs, z, self.cfg.render,
+            out = render_rays(self.model, origins, dirs, self.latents(lat_idx[sl]), self.cfg.render,
                               perturb=True, precision=self.precision, generator=g, pix=pix[sl])
             loss, terms = compose_loss(out, target[sl], mask[sl], has_m[sl], self.loss_weights, n_rays, n_masked)
             if tc.symmetry_weight > 0:     # computed here, not in compose_loss: it evaluates the field again
                 k = tc.symmetry_every
                 with autocast(dev, self.precision):
                     per_ray = symmetry_loss(lambda x, zz: self.model.field(x, zz)[0], origins[::k], dirs[::k],
-                                            z[::k], out.alpha[::k], out.depth[::k])
+                                            self.latents(lat_idx[sl][::k]), out.alpha[::k], out.depth[::k])
                 terms["loss_symmetry"] = per_ray.sum() / math.ceil(n_rays / k)
                 loss = loss + tc.symmetry_weight * terms["loss_symmetry"]
                 terms["loss"] = loss
